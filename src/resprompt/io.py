@@ -1,0 +1,132 @@
+"""Files: atomic writes, backbone fingerprints and reading a saved prompt of either format.
+
+Only safetensors and JSON are ever read; nothing is unpickled. A folder is written under a
+temporary name beside its destination and renamed into place, so a crash never leaves a
+half-written prompt where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+PROMPT_FILE = "prompt.safetensors"
+META_FILE = "resprompt_config.json"
+TRAINABLE_FILE = "trainable.safetensors"
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+FORMAT_VERSION = 1
+
+
+class PromptFileError(ValueError):
+    """A saved prompt is missing, corrupt or does not fit the backbone."""
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a fresh temporary folder; on success it replaces ``path`` in one rename.
+
+    Files already in ``path`` that the new content does not overwrite are kept (copied first),
+    so saving a prompt into a run folder does not delete the run's other files.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        if path.is_dir():
+            shutil.copytree(path, tmp, dirs_exist_ok=True)
+        yield tmp
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Writes JSON atomically (temporary file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFileError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PromptFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise PromptFileError(f"{path}: expected a JSON object")
+    return data
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFileError(f"{path}: file not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PromptFileError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def embedding_rms(embedding: nn.Embedding) -> float:
+    """Root mean square of the word-embedding entries (the per-coordinate scale of a token vector)."""
+    return float(embedding.weight.detach().float().pow(2).mean().sqrt())
+
+
+def embedding_fingerprint(embedding: nn.Embedding, rows: int = 64) -> str:
+    """A short hash identifying an input-embedding matrix.
+
+    Hashes the shape and ``rows`` evenly spaced rows rounded to bfloat16, so the same weights
+    loaded in fp32 or bf16 agree while another checkpoint almost surely differs.
+    """
+    w = embedding.weight.detach()
+    v, d = w.shape
+    idx = torch.linspace(0, v - 1, steps=min(rows, v)).round().long()
+    sample = w[idx.to(w.device)].to(torch.bfloat16).view(torch.int16).cpu().numpy().tobytes()
+    h = hashlib.sha256(f"{v}x{d}".encode())
+    h.update(sample)
+    return h.hexdigest()[:32]
+
+
+def read_any_prompt(path: str | os.PathLike) -> torch.Tensor:
+    """Reads the folded prompt [n, d] from a resprompt folder or a PEFT prompt-tuning adapter."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        tensors = read_safetensors(path / PROMPT_FILE)
+        key = "prompt"
+    elif (path / PEFT_CONFIG).is_file():
+        cfg = read_json(path / PEFT_CONFIG)
+        if cfg.get("peft_type") != "PROMPT_TUNING":
+            raise PromptFileError(
+                f"{path / PEFT_CONFIG}: peft_type={cfg.get('peft_type')!r}, only PROMPT_TUNING adapters can be imported"
+            )
+        tensors = read_safetensors(path / PEFT_WEIGHTS)
+        key = "prompt_embeddings"
+    else:
+        raise PromptFileError(f"{path}: neither a resprompt prompt ({META_FILE}) nor a PEFT adapter ({PEFT_CONFIG})")
+    if key not in tensors or tensors[key].dim() != 2:
+        raise PromptFileError(f"{path}: no 2-D tensor {key!r} in the weights file")
+    return tensors[key]
