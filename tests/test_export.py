@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-from conftest import batch, tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 
+from conftest import batch, tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 from resprompt import PromptFileError, ResidualPromptConfig, ResidualPromptModel, import_peft_prompt
 from resprompt.io import META_FILE, PROMPT_FILE
 

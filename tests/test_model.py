@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from conftest import batch, tiny_bert, tiny_gpt2, tiny_t5
 
+from conftest import batch, tiny_bert, tiny_gpt2, tiny_t5
 from resprompt import ResidualPromptConfig, ResidualPromptModel
 
 ROWS = [[1, 5, 6, 7, 8], [1, 9, 10]]

@@ -160,41 +160,82 @@ def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = Fals
 
 
 # ------------------------------------------------------------------------------------ PEFT
-def _peft_task_type(model: ResidualPromptModel) -> str:
-    if model.family == "seq2seq":
-        return "SEQ_2_SEQ_LM"
-    if model.head_name is not None:
-        return "SEQ_CLS"
-    return "CAUSAL_LM" if model.family == "decoder" else "FEATURE_EXTRACTION"
-
-
 def save_peft(model: ResidualPromptModel, path: str | os.PathLike) -> None:
     """Writes a PEFT PROMPT_TUNING adapter of the folded prompt (and head as ``modules_to_save``)."""
+    cfg = model.backbone.config
+    meta = {**backbone_meta(model), "placement": model.placement_mode, "head": model.head_name,
+            "num_layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None),
+            "num_attention_heads": getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None)}
+    write_peft(model.fold(), model.head_state(), meta, path)
+
+
+def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, path: str | os.PathLike) -> None:
+    """Writes PEFT's PROMPT_TUNING layout from a folded prompt [n, d], head weights and backbone metadata."""
     from peft import PromptTuningConfig
 
-    if model.placement_mode != "prefix":
+    if meta.get("placement") != "prefix":
         log.warning(
             "PEFT places the prompt before all tokens; this prompt was trained with placement=%s, so "
-            "PEFT's outputs will differ from ours", model.placement_mode,
+            "PEFT's outputs will differ from ours", meta.get("placement"),
         )
-    cfg = model.backbone.config
-    task_type = _peft_task_type(model)
+    family = meta.get("family")
+    if family == "seq2seq":
+        task_type = "SEQ_2_SEQ_LM"
+    elif meta.get("head"):
+        task_type = "SEQ_CLS"
+    else:
+        task_type = "CAUSAL_LM" if family == "decoder" else "FEATURE_EXTRACTION"
     peft_config = PromptTuningConfig(
         task_type=task_type,
-        num_virtual_tokens=model.num_tokens,
-        token_dim=model.hidden_size,
+        num_virtual_tokens=int(prompt.shape[0]),
+        token_dim=int(prompt.shape[1]),
         num_transformer_submodules=1,  # encoder only: with 2, PEFT also prompts the decoder
-        num_attention_heads=getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None),
-        num_layers=getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None),
-        base_model_name_or_path=getattr(cfg, "_name_or_path", None) or None,
-        modules_to_save=[model.head_name] if model.head_name and task_type == "SEQ_CLS" else None,
+        num_attention_heads=meta.get("num_attention_heads"),
+        num_layers=meta.get("num_layers"),
+        base_model_name_or_path=meta.get("backbone") or None,
+        modules_to_save=[meta["head"]] if meta.get("head") and task_type == "SEQ_CLS" else None,
         inference_mode=True,
     )
-    tensors = {"prompt_embeddings": model.fold()}
-    tensors.update({f"base_model.{k}": v for k, v in model.head_state().items()})
+    tensors = {"prompt_embeddings": prompt}
+    tensors.update({f"base_model.{k}": v for k, v in head.items()})
     with atomic_dir(path) as tmp:
         peft_config.save_pretrained(str(tmp))
         save_file(_tensors(tensors), str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
+
+
+def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.PathLike) -> Path:
+    """Converts a saved folded prompt without loading the backbone: ``peft``, ``safetensors`` or ``npy``.
+
+    ``safetensors`` copies the resprompt folder (prompt + metadata); ``npy`` writes ``prompt.npy``
+    (a plain float32 array, no pickle) plus the metadata JSON.
+    """
+    import numpy as np
+
+    src = Path(prompt_dir)
+    if (src / "best" / META_FILE).is_file():  # a run folder
+        src = src / "best"
+    meta = read_json(src / META_FILE)
+    if meta.get("format") != "resprompt-folded":
+        raise PromptFileError(f"{src / META_FILE}: format={meta.get('format')!r}, expected 'resprompt-folded'")
+    tensors = read_safetensors(src / PROMPT_FILE)
+    if "prompt" not in tensors:
+        raise PromptFileError(f"{src / PROMPT_FILE}: no 'prompt' tensor")
+    head = {k[5:]: v for k, v in tensors.items() if k.startswith("head.")}
+    if fmt == "peft":
+        write_peft(tensors["prompt"], head, meta, output)
+    elif fmt == "safetensors":
+        with atomic_dir(output) as tmp:
+            save_file(_tensors(tensors), str(tmp / PROMPT_FILE))
+            write_json(tmp / META_FILE, meta)
+    elif fmt == "npy":
+        with atomic_dir(output) as tmp:
+            np.save(tmp / "prompt.npy", tensors["prompt"].float().numpy(), allow_pickle=False)
+            for k, v in head.items():
+                np.save(tmp / f"head.{k}.npy", v.float().numpy(), allow_pickle=False)
+            write_json(tmp / META_FILE, meta)
+    else:
+        raise ValueError(f"format={fmt!r} is invalid: expected peft, safetensors or npy")
+    return Path(output)
 
 
 def _read_peft(path: Path):

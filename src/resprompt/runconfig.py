@@ -1,0 +1,105 @@
+"""Configuration of a training run: one validated dataclass, whose field help becomes ``--help``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ResidualPromptConfig
+
+
+class ConfigError(ValueError):
+    """A bad run setting (flag, YAML key or value)."""
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs besides the prompt configuration."""
+
+    model: str = _f("minilm", "Backbone: hub id, local folder, or minilm / mpnet / smollm2 (offline packages).")
+    task: str = _f("CB", "SuperGLUE task (BoolQ, CB, COPA, MultiRC, ReCoRD, RTE, WiC, WSC) or 'custom'.")
+    data_dir: str | None = _f(None, "Folder in the official layout <dir>/<Task>/{train,val,test}.jsonl.")
+    fewglue_dir: str | None = _f(None, "FewGLUE folder <dir>/<Task>/{train,dev32}.jsonl (used with --train-source fewglue).")
+    train_source: str = _f("superglue", "Where training examples come from: superglue, fewglue or hub.")
+    train_split: str = _f("train", "Training split.")
+    eval_split: str = _f("val", "Split evaluated during training and by 'eval'.")
+    train_file: str | None = _f(None, "Custom task: training jsonl/csv.")
+    eval_file: str | None = _f(None, "Custom task: evaluation jsonl/csv.")
+    text_fields: str | None = _f(None, "Custom task: comma-separated text field(s), one or two.")
+    label_field: str = _f("label", "Custom task: label field.")
+    few_shot: int | None = _f(None, "Keep k training examples per class (drawn with --seed).")
+    max_train_examples: int | None = _f(None, "Keep at most this many training records (drawn with --seed).")
+    max_eval_examples: int | None = _f(None, "Evaluate on at most this many records (the first ones).")
+    output_dir: str | None = _f(None, "Run folder: best folded prompt, checkpoint, config, metrics.")
+    seed: int = _f(42, "Seed for data order, initialisation and dropout.")
+    epochs: int = _f(20, "Training epochs (ignored when --max-steps is set).")
+    max_steps: int | None = _f(None, "Stop after this many optimizer steps.")
+    batch_size: int = _f(8, "Examples per optimizer step (across all processes, before accumulation).")
+    eval_batch_size: int = _f(32, "Examples per evaluation batch.")
+    grad_accum: int = _f(1, "Gradient accumulation steps.")
+    lr: float = _f(0.3, "Learning rate of the raw prompt P (the paper uses 0.3 with AdamW).")
+    lr_network: float | None = _f(None, "Learning rate of the reparameterisation network (default: --lr).")
+    lr_head: float = _f(1e-3, "Learning rate of the classification head.")
+    weight_decay: float = _f(1e-5, "Weight decay of the prompt.")
+    weight_decay_network: float = _f(1e-5, "Weight decay of the network.")
+    weight_decay_head: float = _f(0.01, "Weight decay of the head.")
+    schedule: str = _f("linear", "Learning-rate schedule: constant or linear (decay to 0), both with warmup.")
+    warmup_steps: int = _f(0, "Linear warmup steps.")
+    max_grad_norm: float | None = _f(1.0, "Clip the gradient norm (none to disable).")
+    max_length: int = _f(256, "Maximum text tokens per example (also capped by the model beside the prompt).")
+    eval_every: int | None = _f(None, "Evaluate every N optimizer steps (default: every epoch).")
+    patience: int | None = _f(None, "Stop after N evaluations without improvement.")
+    checkpoint_every: int | None = _f(None, "Also write the resumable checkpoint every N steps.")
+    resume: bool = _f(False, "Continue from OUT/checkpoint.")
+    overwrite: bool = _f(False, "Replace an existing run folder.")
+    mixed_precision: str = _f("no", "no, fp16 or bf16 (where the device has it).")
+    tensorboard: bool = _f(False, "Also log to TensorBoard in OUT/tensorboard.")
+    progress: bool = _f(True, "Show a progress bar.")
+    allow_backbone_mismatch: bool = _f(False, "Load a prompt even if its backbone fingerprint differs.")
+
+    def __post_init__(self) -> None:
+        def bad(name, allowed):
+            return ConfigError(f"{name.replace('_', '-')}={getattr(self, name)!r} is invalid: expected {allowed}")
+
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise bad(name, "a positive integer")
+        for name in ("few_shot", "max_steps", "eval_every", "patience", "checkpoint_every",
+                     "max_train_examples", "max_eval_examples"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise bad(name, "a positive integer")
+        for name in ("lr", "lr_head") + (("lr_network",) if self.lr_network is not None else ()):
+            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
+                raise bad(name, "a positive number")
+        if self.schedule not in ("constant", "linear"):
+            raise bad("schedule", "constant or linear")
+        if self.train_source not in ("superglue", "fewglue", "hub"):
+            raise bad("train_source", "superglue, fewglue or hub")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise bad("mixed_precision", "no, fp16 or bf16")
+
+
+ALIASES = {"method": "reparam", "prompt_length": "num_tokens"}
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[TrainConfig, ResidualPromptConfig]:
+    """Builds both configs from one flat dict (YAML keys or flags); unknown keys are an error."""
+    settings = {ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in settings.items()}
+    train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    prompt_keys = {f.name for f in dataclasses.fields(ResidualPromptConfig)}
+    unknown = sorted(set(settings) - train_keys - prompt_keys)
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    try:
+        train = TrainConfig(**{k: v for k, v in settings.items() if k in train_keys})
+        prompt = ResidualPromptConfig(**{k: v for k, v in settings.items() if k in prompt_keys})
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+    return train, prompt
