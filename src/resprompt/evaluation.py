@@ -1,0 +1,138 @@
+"""Loading a run's task data and backbone, and scoring a prompt on a split.
+
+Predictions per family (what ``Task.evaluate`` receives):
+- encoder: class ids (argmax of the head), or for choice tasks the score of "correct"
+  (logit 1 minus logit 0) for each expanded candidate;
+- seq2seq: the candidate whose text equals the decoded output (case-insensitive), else -1;
+- decoder: the candidate with the highest mean token log-likelihood.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import torch
+
+from . import data as data_mod
+from . import tasks as tasks_mod
+from .features import Feature, collate, sorted_batches
+from .model import ResidualPromptModel
+from .runconfig import ConfigError, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_task(cfg: TrainConfig):
+    if cfg.task.lower() == "custom":
+        if not cfg.train_file and not cfg.eval_file:
+            raise ConfigError("task 'custom' needs --train-file and/or --eval-file")
+        if not cfg.text_fields:
+            raise ConfigError("task 'custom' needs --text-fields (one or two comma-separated field names)")
+        fields = [f.strip() for f in cfg.text_fields.split(",") if f.strip()]
+        records = []
+        for path in (cfg.train_file, cfg.eval_file):
+            if path:
+                records += data_mod.load_user_records(path, text_fields=fields, label_field=cfg.label_field)
+        labels = sorted({str(r[cfg.label_field]) for r in records if r.get(cfg.label_field) is not None})
+        if not labels:
+            raise ConfigError(f"task 'custom': no labels found in field {cfg.label_field!r}")
+        return data_mod.user_task("custom", labels, fields, cfg.label_field)
+    return tasks_mod.get_task(cfg.task)
+
+
+def prepare_backbone(cfg: TrainConfig):
+    """Resolves the task and loads the backbone with the head the task needs."""
+    from .backbones import load_backbone
+
+    task = resolve_task(cfg)
+    num_labels = 2 if task.choice else task.num_labels
+    backbone, tokenizer, family = load_backbone(cfg.model, head="auto", num_labels=num_labels)
+    return backbone, tokenizer, family, task
+
+
+def _records(cfg: TrainConfig, task, split: str, source: str):
+    if cfg.task.lower() == "custom":
+        path = cfg.train_file if split == "train" else cfg.eval_file
+        if not path:
+            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
+        fields = [f.strip() for f in cfg.text_fields.split(",") if f.strip()]
+        return data_mod.load_user_records(path, text_fields=fields, label_field=cfg.label_field), str(path)
+    if source == "fewglue":
+        fewglue = cfg.fewglue_dir or data_mod.DEFAULT_FEWGLUE_DIR
+        return data_mod.load_records(task, split, fewglue_dir=fewglue)
+    if source == "hub":
+        return data_mod.load_records(task, split, hub=True)
+    data_dir = cfg.data_dir or data_mod.DEFAULT_DATA_DIR
+    if data_dir is None:
+        raise ConfigError("no data folder: pass --data-dir <dir> with <dir>/<Task>/<split>.jsonl")
+    return data_mod.load_records(task, split, data_dir=data_dir)
+
+
+def load_split(cfg: TrainConfig, task, family: str, train: bool):
+    """Instances of the training or evaluation split, after few-shot / size limits."""
+    if train:
+        split, source = cfg.train_split, cfg.train_source
+    else:
+        split = cfg.eval_split
+        source = "fewglue" if split == "dev32" else ("hub" if cfg.train_source == "hub" else "superglue")
+    records, desc = _records(cfg, task, split, source)
+    if train and cfg.few_shot:
+        records = data_mod.few_shot(records, cfg.few_shot, cfg.seed, "label")
+    if train and cfg.max_train_examples and len(records) > cfg.max_train_examples:
+        records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
+    if not train and cfg.max_eval_examples:
+        records = records[: cfg.max_eval_examples]
+    instances = task.instances(records, family, desc)
+    if not instances:
+        raise data_mod.DataError(f"{desc}: no examples")
+    return instances, desc
+
+
+@torch.no_grad()
+def predict(model: ResidualPromptModel, task, family: str, instances, feats: list[Feature], tokenizer,
+            batch_size: int) -> list:
+    """Raw predictions in instance order (see the module docstring)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    lengths = [len(f.input_ids) for f in feats]
+    preds: list = [None] * len(instances)
+    best: dict[int, tuple[float, int]] = {}
+    for idx in sorted_batches(lengths, batch_size):
+        batch = collate([feats[i] for i in idx], pad_id, family)
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        if family == "encoder":
+            tt = batch.get("token_type_ids")
+            logits = model(ids, mask, token_type_ids=None if tt is None else tt.to(device)).logits.float()
+            for row, i in enumerate(batch["index"].tolist()):
+                preds[i] = (logits[row, 1] - logits[row, 0]).item() if task.choice else int(logits[row].argmax())
+        elif family == "seq2seq":
+            rows = batch["index"].tolist()
+            max_new = 2 + max(len(tokenizer(c)["input_ids"]) for i in rows for c in instances[i].candidates)
+            out = model.generate(ids, mask, max_new_tokens=min(max_new, 64), do_sample=False)
+            texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+            for i, text in zip(rows, texts):
+                cands = [c.strip().lower() for c in instances[i].candidates]
+                t = text.strip().lower()
+                preds[i] = cands.index(t) if t in cands else -1
+        else:
+            logits = model(ids, mask).logits.float()  # [B, T, V]; output j predicts token j + 1
+            logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            sm = batch["score_mask"][:, 1:].to(device).float()
+            score = (logp * sm).sum(-1) / sm.sum(-1).clamp(min=1)
+            for row, (i, c) in enumerate(zip(batch["index"].tolist(), batch["candidate"].tolist())):
+                s = score[row].item()
+                if i not in best or s > best[i][0]:
+                    best[i] = (s, c)
+    if family == "decoder":
+        preds = [best[i][1] for i in range(len(instances))]
+    model.train(was_training)
+    return preds
+
+
+def evaluate(model, task, family, instances, feats, tokenizer, batch_size) -> tuple[dict, list]:
+    """Scores a prompt: returns (metrics incl. ``score``, predictions)."""
+    preds = predict(model, task, family, instances, feats, tokenizer, batch_size)
+    return task.evaluate(instances, preds, family), preds

@@ -1,0 +1,113 @@
+"""The trainer on tiny random backbones with real CB data: outputs, determinism, resume, families."""
+
+import json
+
+import pytest
+import torch
+
+import resprompt.trainer as trainer_mod
+from resprompt.config import ResidualPromptConfig
+from resprompt.io import read_safetensors
+from resprompt.runconfig import ConfigError, TrainConfig
+
+
+def _cfg(model_dir, out, data_root, **kw):
+    base = dict(model=model_dir, task="CB", data_dir=str(data_root / "superglue"), output_dir=str(out),
+                max_train_examples=24, max_eval_examples=12, batch_size=4, epochs=2, progress=False, seed=7,
+                eval_batch_size=8, max_length=64, lr_head=0.01)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+PROMPT = ResidualPromptConfig(num_tokens=3, bottleneck=8, dropout=0.1)
+
+
+def test_run_folder_contents(tiny_model_dirs, data_root, tmp_path):
+    res = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "run", data_root), PROMPT)
+    out = tmp_path / "run"
+    assert {p.name for p in out.iterdir()} >= {"best", "checkpoint", "config.json", "metrics.jsonl", "results.json"}
+    assert json.loads((out / "results.json").read_text()) == res
+    assert res["steps"] == 12 and res["epochs_completed"] == 2 and res["best_step"] in (6, 12)
+    assert set(res["best"]) >= {"accuracy", "f1_macro", "score"}
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["type"] == "train"] == list(range(1, 13))
+    assert [x["step"] for x in lines if x["type"] == "eval"] == [6, 12]
+    assert read_safetensors(out / "best" / "prompt.safetensors")["prompt"].shape == (3, 32)
+
+
+def test_same_seed_same_numbers(tiny_model_dirs, data_root, tmp_path):
+    a = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "a", data_root, max_steps=5), PROMPT)
+    b = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "b", data_root, max_steps=5), PROMPT)
+    la = (tmp_path / "a" / "metrics.jsonl").read_text()
+    assert la == (tmp_path / "b" / "metrics.jsonl").read_text()
+    assert a["final"] == b["final"]
+
+
+def test_resume_after_kill_matches_uninterrupted(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    kw = dict(epochs=3, checkpoint_every=2)
+    full = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "full", data_root, **kw), PROMPT)
+
+    def kill(step):
+        if step == 9:  # mid-epoch 2 (6 steps/epoch), one step after the checkpoint at step 8
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "_after_step", kill)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "cut", data_root, **kw), PROMPT)
+    monkeypatch.setattr(trainer_mod, "_after_step", lambda step: None)
+    resumed = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "cut", data_root, resume=True, **kw),
+                                PROMPT)
+    assert resumed["final"] == full["final"] and resumed["best"] == full["best"]
+    assert resumed["best_step"] == full["best_step"] and resumed["steps"] == full["steps"] == 18
+    for name in ("best/prompt.safetensors",):
+        a, b = read_safetensors(tmp_path / "full" / name), read_safetensors(tmp_path / "cut" / name)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["type"] == "train"]
+    assert steps == list(range(1, 19))
+
+
+@pytest.mark.parametrize("kind", ["t5", "llama"])
+def test_generative_families_train_and_evaluate(tiny_model_dirs, data_root, tmp_path, kind):
+    res = trainer_mod.train(_cfg(tiny_model_dirs[kind], tmp_path / kind, data_root, max_steps=3, eval_every=3,
+                                 lr=0.03), PROMPT)
+    assert res["family"] == {"t5": "seq2seq", "llama": "decoder"}[kind]
+    assert 0.0 <= res["final"]["accuracy"] <= 1.0 and res["final"]["n"] == 12
+
+
+def test_loss_goes_down_with_grad_accum(tiny_model_dirs, data_root, tmp_path):
+    trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "acc", data_root, epochs=4, grad_accum=2,
+                           schedule="constant", lr=0.05), PROMPT)
+    losses = [json.loads(x)["loss"] for x in (tmp_path / "acc" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(x)["type"] == "train"]
+    assert len(losses) == 12  # 6 micro-batches per epoch, accumulated by 2, over 4 epochs
+    assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_existing_output_refused_without_resume_or_overwrite(tiny_model_dirs, data_root, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root), PROMPT)
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "new", data_root, resume=True), PROMPT)
+
+
+def test_optimizer_groups_and_schedule(tiny_model_dirs):
+    from resprompt.backbones import load_backbone
+    from resprompt.model import ResidualPromptModel
+
+    bb, tok, _ = load_backbone(tiny_model_dirs["bert"], num_labels=3)
+    m = ResidualPromptModel(bb, PROMPT, tok)
+    cfg = TrainConfig(lr=0.3, lr_network=0.1, lr_head=0.01, weight_decay_head=0.5, warmup_steps=2, epochs=1)
+    opt = trainer_mod.make_optimizer(m, cfg)
+    assert [(g["name"], g["lr"], g["weight_decay"]) for g in opt.param_groups] == [
+        ("prompt", 0.3, 1e-5), ("network", 0.1, 1e-5), ("head", 0.01, 0.5)]
+    sched = trainer_mod.make_scheduler(opt, cfg, total_steps=6)
+    lrs = []
+    for _ in range(6):
+        lrs.append(round(opt.param_groups[0]["lr"], 6))
+        opt.step()
+        sched.step()
+    assert lrs == [0.15, 0.3, 0.3, 0.225, 0.15, 0.075]
