@@ -1,0 +1,154 @@
+"""The command line: train / eval / predict / export end to end on a tiny model, and every user error."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from resprompt.cli import main
+
+FAST = ["--max-train-examples", "16", "--max-eval-examples", "8", "--batch-size", "4", "--max-steps", "2",
+        "--prompt-length", "3", "--bottleneck", "8", "--max-length", "48", "--no-progress"]
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dirs, data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--data-dir",
+                 str(data_root / "superglue"), "--output-dir", str(out), *FAST])
+    assert code == 0
+    return out
+
+
+def test_train_eval_predict_export(trained, tiny_model_dirs, data_root, tmp_path, capsys):
+    model = tiny_model_dirs["bert"]
+    code, out, _ = _run(["eval", "--model", model, "--prompt", str(trained), "--task", "CB", "--data-dir",
+                         str(data_root / "superglue")], capsys)
+    assert code == 0
+    metrics = json.loads(out)["metrics"]
+    assert set(metrics) >= {"accuracy", "f1_macro", "score"} and metrics["n"] == 56
+    preds = tmp_path / "preds.jsonl"
+    code, out, _ = _run(["predict", "--model", model, "--prompt", str(trained), "--task", "CB", "--input",
+                         str(data_root / "superglue" / "CB" / "test.jsonl"), "--output", str(preds),
+                         "--submission"], capsys)
+    assert code == 0
+    lines = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert len(lines) == 250 and all(set(x) == {"idx", "label"} for x in lines)
+    assert {x["label"] for x in lines} <= {"entailment", "contradiction", "neutral"}
+    for fmt in ("peft", "safetensors", "npy"):
+        code, _, _ = _run(["export", "--prompt", str(trained), "--format", fmt, "--output", str(tmp_path / fmt)],
+                          capsys)
+        assert code == 0
+    assert np.load(tmp_path / "npy" / "prompt.npy", allow_pickle=False).shape == (3, 32)
+    assert json.loads((tmp_path / "peft" / "adapter_config.json").read_text())["num_virtual_tokens"] == 3
+    # the exported copy loads for evaluation like the original
+    code, out2, _ = _run(["eval", "--model", model, "--prompt", str(tmp_path / "safetensors"), "--task", "CB",
+                          "--data-dir", str(data_root / "superglue")], capsys)
+    assert code == 0 and json.loads(out2)["metrics"] == metrics
+
+
+def test_yaml_config_and_flag_override(tiny_model_dirs, data_root, tmp_path, capsys):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"model: {tiny_model_dirs['bert']}\ntask: CB\ndata_dir: {data_root / 'superglue'}\n"
+                   "method: mlp\nprompt-length: 2\nseed: 3\n")
+    code, _, err = _run(["train", "--config", str(cfg), "--output-dir", str(tmp_path / "o"), *FAST], capsys)
+    assert code == 0, err
+    resolved = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert resolved["prompt"]["reparam"] == "mlp" and resolved["train"]["seed"] == 3
+    assert resolved["prompt"]["num_tokens"] == 3  # the flag wins over the file
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--model", "--task", "--method", "--prompt-length", "--bottleneck", "--lr", "--epochs",
+                 "--max-steps", "--few-shot", "--seed", "--output-dir", "--resume", "--branch-scale",
+                 "--data-dir", "--config", "--grad-accum", "--patience", "--mixed-precision"):
+        assert flag in out, flag
+
+
+def _bad_cb(tmp_path, line):
+    d = tmp_path / "sg" / "CB"
+    d.mkdir(parents=True)
+    good = '{"premise": "a b", "hypothesis": "c", "label": "entailment", "idx": 0}'
+    (d / "train.jsonl").write_text(good + "\n" + line + "\n")
+    (d / "val.jsonl").write_text(good + "\n")
+    return str(tmp_path / "sg")
+
+
+@pytest.mark.parametrize(
+    "case, expect",
+    [
+        ("unknown_task", "unknown task 'XYZ'"),
+        ("missing_dir", "no such folder"),
+        ("missing_split", "split 'test2' unknown"),
+        ("malformed", "train.jsonl:2"),
+        ("bad_label", "'maybe'"),
+        ("missing_field", "hypothesis"),
+        ("few_shot", "few-shot k=500"),
+        ("unwritable", "not writable"),
+        ("bad_yaml", "invalid YAML"),
+        ("unknown_setting", "unknown setting(s): bogus"),
+        ("bad_value", "epochs=0"),
+        ("empty", "no"),
+    ],
+)
+def test_user_errors_one_line_no_output(case, expect, tiny_model_dirs, data_root, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    base = ["train", "--model", tiny_model_dirs["bert"], "--data-dir", str(data_root / "superglue"),
+            "--task", "CB", "--output-dir", str(out_dir), *FAST]
+    extra = {
+        "unknown_task": lambda: ["--task", "XYZ"],
+        "missing_dir": lambda: ["--data-dir", str(tmp_path / "nope")],
+        "missing_split": lambda: ["--eval-split", "test2"],
+        "malformed": lambda: ["--data-dir", _bad_cb(tmp_path, "{oops")],
+        "bad_label": lambda: ["--data-dir", _bad_cb(tmp_path, '{"premise": "a", "hypothesis": "b", "label": "maybe"}')],
+        "missing_field": lambda: ["--data-dir", _bad_cb(tmp_path, '{"premise": "a", "label": "entailment"}')],
+        "few_shot": lambda: ["--few-shot", "500"],
+        "unwritable": lambda: ["--output-dir", "/proc/version/run"],
+        "bad_yaml": lambda: ["--config", str(tmp_path / "bad.yaml")],
+        "unknown_setting": lambda: ["--config", str(tmp_path / "unknown.yaml")],
+        "bad_value": lambda: ["--epochs", "0"],
+        "empty": lambda: ["--data-dir", _bad_cb(tmp_path, "")],
+    }[case]()
+    (tmp_path / "bad.yaml").write_text("model: [unclosed\n")
+    (tmp_path / "unknown.yaml").write_text("bogus: 1\n")
+    if case == "empty":  # a train split with no examples at all
+        (tmp_path / "sg" / "CB" / "train.jsonl").write_text("\n")
+    code, out, err = _run(base + extra, capsys)
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if "resprompt: error:" in ln]
+    assert len(lines) == 1 and expect in lines[0], err
+    assert "Traceback" not in err
+    assert not out_dir.exists()
+
+
+def test_prompt_from_other_backbone_refused(trained, tiny_model_dirs, data_root, tmp_path, capsys):
+    import torch
+    import transformers
+
+    other = tmp_path / "other-bert"
+    m = transformers.AutoModelForSequenceClassification.from_pretrained(tiny_model_dirs["bert"], num_labels=3,
+                                                                  ignore_mismatched_sizes=True)
+    with torch.no_grad():
+        m.get_input_embeddings().weight.mul_(2)
+    m.save_pretrained(other)
+    transformers.AutoTokenizer.from_pretrained(tiny_model_dirs["bert"]).save_pretrained(other)
+    code, _, err = _run(["eval", "--model", str(other), "--prompt", str(trained), "--task", "CB", "--data-dir",
+                         str(data_root / "superglue")], capsys)
+    assert code == 2 and "embedding_fingerprint" in err and "Traceback" not in err
+
+
+def test_console_script_runs():
+    r = subprocess.run([sys.executable, "-m", "resprompt.cli", "eval", "--model", "x"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "--prompt" in r.stderr
