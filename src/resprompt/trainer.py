@@ -126,11 +126,15 @@ class _Logger:
 def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
     """Trains a prompt; returns the content of ``results.json``. Raises ValueError subclasses on bad input."""
     from accelerate import Accelerator
-    from accelerate.utils import broadcast, set_seed
+    from accelerate.utils import DataLoaderConfiguration, broadcast, set_seed
 
     start = time.perf_counter()
     out = _prepare_output(cfg)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, split_batches=True)
+    # cpu=True when there is no accelerator: Accelerate then runs torchrun / `accelerate launch`
+    # processes as a gloo process group (MULTI_CPU) instead of silently training N copies.
+    no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=no_gpu,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
     main = accelerator.is_main_process
     set_seed(cfg.seed)
     # Everything a user can get wrong is checked before the run folder is touched.
