@@ -78,15 +78,15 @@ def featurize(instances: Sequence, tokenizer, family: str, max_len: int, train: 
     return feats
 
 
-def collate(feats: Sequence[Feature], pad_id: int, family: str) -> dict[str, torch.Tensor]:
-    """Pads a list of features to the batch's longest row.
+def collate(feats: Sequence[Feature], pad_id: int, family: str, pad_to: int | None = None) -> dict[str, torch.Tensor]:
+    """Pads a list of features to the batch's longest row (or to ``pad_to`` tokens).
 
     Returns:
         input_ids, attention_mask [B, T]; token_type_ids [B, T] (encoders that use them);
         labels [B] (encoder), [B, L] (seq2seq targets, -100 padded), [B, T] (decoder LM labels,
         -100 off the candidate); score_mask [B, T] (decoder); index, candidate, class_label [B].
     """
-    t = max(len(f.input_ids) for f in feats)
+    t = max(max(len(f.input_ids) for f in feats), pad_to or 0)
     b = len(feats)
     left = family == "decoder"
     ids = torch.full((b, t), pad_id, dtype=torch.long)

@@ -52,6 +52,7 @@ class TrainConfig:
     warmup_steps: int = _f(0, "Linear warmup steps.")
     max_grad_norm: float | None = _f(1.0, "Clip the gradient norm (none to disable).")
     max_length: int = _f(256, "Maximum text tokens per example (also capped by the model beside the prompt).")
+    pad_to_max_length: bool = _f(False, "Pad every batch to --max-length (slow; the default pads each batch to its longest row).")
     eval_every: int | None = _f(None, "Evaluate every N optimizer steps (default: every epoch).")
     patience: int | None = _f(None, "Stop after N evaluations without improvement.")
     checkpoint_every: int | None = _f(None, "Also write the resumable checkpoint every N steps.")

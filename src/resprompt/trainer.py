@@ -166,6 +166,8 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
     logger = _Logger(out, main, cfg.tensorboard, prog.step if cfg.resume else None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(f.input_ids) for f in train_feats]
+    pad_to = max_len if cfg.pad_to_max_length else None
+    train_time, train_tokens = 0.0, 0
 
     def run_eval() -> bool:
         """Evaluates, keeps the best folded prompt, checkpoints; returns True to stop early."""
@@ -203,12 +205,14 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
     while not done:
         order = length_grouped_order(lengths, cfg.batch_size, cfg.seed * 100003 + prog.epoch)
         loader = DataLoader([train_feats[i] for i in order], batch_size=cfg.batch_size, shuffle=False,
-                            collate_fn=lambda b: collate(b, pad_id, family))
+                            collate_fn=lambda b: collate(b, pad_id, family, pad_to))
         loader = accelerator.prepare_data_loader(loader) if accelerator.num_processes > 1 else loader
         if prog.micro_in_epoch:
             loader = accelerator.skip_first_batches(loader, prog.micro_in_epoch)
+        tick = time.perf_counter()
         for batch in loader:
             prog.micro_in_epoch += 1
+            train_tokens += int(batch["attention_mask"].sum())
             last_micro = prog.micro_in_epoch % cfg.grad_accum == 0 or prog.micro_in_epoch == micro_per_epoch
             inputs = {k: v.to(accelerator.device) for k, v in batch.items()
                       if k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
@@ -224,6 +228,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             prog.step += 1
+            train_time += time.perf_counter() - tick
             _after_step(prog.step)
             loss_value = accelerator.reduce(loss.detach() * cfg.grad_accum, "mean").item()
             logger({"type": "train", "step": prog.step, "epoch": prog.epoch, "loss": loss_value,
@@ -244,6 +249,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
             if prog.step >= total_steps:
                 done = True
                 break
+            tick = time.perf_counter()
         else:
             if prog.micro_in_epoch == 0:
                 continue
@@ -263,6 +269,9 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
         "train_examples": len(train_inst), "eval_examples": len(eval_inst),
         "trainable_parameters": core.num_trainable(), "wall_time_s": round(prog.elapsed, 3),
         "s_per_step": round(prog.elapsed / max(prog.step, 1), 4), "processes": accelerator.num_processes,
+        # this session only (not across --resume): time inside training steps, real tokens seen
+        "train_time_s": round(train_time, 3), "train_tokens": train_tokens,
+        "train_tokens_per_s": round(train_tokens / train_time, 1) if train_time else None,
     }
     if main:
         write_json(out / "results.json", results)
