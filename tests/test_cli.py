@@ -152,3 +152,15 @@ def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "resprompt.cli", "eval", "--model", "x"], capture_output=True,
                        text=True)
     assert r.returncode == 2 and "--prompt" in r.stderr
+
+
+def test_diagnostics_scored_with_rte_prompt(tiny_model_dirs, data_root, tmp_path, capsys):
+    out = tmp_path / "rte"
+    assert main(["train", "--model", tiny_model_dirs["bert"], "--task", "RTE", "--data-dir",
+                 str(data_root / "superglue"), "--output-dir", str(out), *FAST]) == 0
+    capsys.readouterr()
+    for task, keys in (("AX-b", {"matthews"}), ("AX-g", {"accuracy", "gender_parity"})):
+        code, stdout, err = _run(["eval", "--model", tiny_model_dirs["bert"], "--prompt", str(out), "--task", task,
+                                  "--data-dir", str(data_root / "superglue")], capsys)
+        assert code == 0, err
+        assert keys <= set(json.loads(stdout)["metrics"])

@@ -169,7 +169,6 @@ def cmd_predict(args) -> int:
     from . import data as data_mod
     from .evaluation import predict
     from .features import featurize
-    from .io import write_json  # noqa: F401  (atomic helpers live there)
 
     out = Path(args.output)
     if out.is_dir():

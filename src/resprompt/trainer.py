@@ -11,6 +11,7 @@ evaluation), ``results.json`` (best and final metrics, step of the best, wall ti
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -216,7 +217,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
             last_micro = prog.micro_in_epoch % cfg.grad_accum == 0 or prog.micro_in_epoch == micro_per_epoch
             inputs = {k: v.to(accelerator.device) for k, v in batch.items()
                       if k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
-            ctx = accelerator.no_sync(model) if not last_micro else _nullcontext()
+            ctx = accelerator.no_sync(model) if not last_micro else contextlib.nullcontext()
             with ctx, accelerator.autocast():
                 loss = model(**inputs).loss / cfg.grad_accum
                 accelerator.backward(loss)
@@ -283,10 +284,3 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
 def _after_step(step: int) -> None:
     """Fault-injection point for tests (a simulated kill after an optimizer step); does nothing."""
 
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
