@@ -111,3 +111,16 @@ def test_optimizer_groups_and_schedule(tiny_model_dirs):
         opt.step()
         sched.step()
     assert lrs == [0.15, 0.3, 0.3, 0.225, 0.15, 0.075]
+
+
+def test_early_stopping_on_no_improvement(tiny_model_dirs, data_root, tmp_path):
+    # learning rates so small that the score cannot move: the second evaluation is no better
+    res = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "es", data_root, eval_every=1, patience=1,
+                                 lr=1e-12, lr_head=1e-12), PROMPT)
+    assert res["stopped_early"] and res["steps"] == 2 and res["best_step"] == 1
+
+
+def test_bf16_mixed_precision_runs_on_cpu(tiny_model_dirs, data_root, tmp_path):
+    res = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "bf16", data_root, max_steps=2,
+                                 mixed_precision="bf16"), PROMPT)
+    assert res["steps"] == 2 and res["final"]["n"] == 12

@@ -127,6 +127,7 @@ class _Logger:
 def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
     """Trains a prompt; returns the content of ``results.json``. Raises ValueError subclasses on bad input."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration, broadcast, set_seed
 
     start = time.perf_counter()
@@ -134,6 +135,9 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
     # cpu=True when there is no accelerator: Accelerate then runs torchrun / `accelerate launch`
     # processes as a gloo process group (MULTI_CPU) instead of silently training N copies.
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    # Accelerate keeps a process-wide singleton; forget the previous run's mixed precision so
+    # several runs (benchmark grids, tests) can share one process. The process group is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=no_gpu,
                               dataloader_config=DataLoaderConfiguration(split_batches=True))
     main = accelerator.is_main_process
