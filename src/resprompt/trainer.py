@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import math
@@ -132,6 +133,8 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
 
     start = time.perf_counter()
     out = _prepare_output(cfg)
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install 'resprompt[tensorboard]'")
     # cpu=True when there is no accelerator: Accelerate then runs torchrun / `accelerate launch`
     # processes as a gloo process group (MULTI_CPU) instead of silently training N copies.
     no_gpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
