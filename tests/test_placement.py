@@ -50,3 +50,16 @@ def test_remove_prompt_causal_takes_last_prompt_slot_for_token_before_prompt():
     off = torch.tensor([1, 0])
     assert pl.remove_prompt(y, off, 2, causal=True).tolist() == [[12, 13, 14], [22, 23, 24]]
     assert pl.remove_prompt(y, off, 2).tolist() == [[10, 13, 14], [22, 23, 24]]
+
+
+def test_uniform_offset_fast_path_equals_gather_path():
+    torch.manual_seed(0)
+    embeds, prompt = torch.randn(3, 5, 4), torch.randn(3, 2, 4)
+    x = torch.arange(15).view(3, 5)
+    for o in (0, 1, 5):
+        same = torch.full((3,), o)
+        mixed = torch.tensor([o, o, (o + 1) % 6])  # forces the gather path for the first rows
+        fast, slow = pl.insert_prompt(embeds, prompt, same), pl.insert_prompt(embeds, prompt, mixed)
+        assert pl.uniform_offset(same) == o and pl.uniform_offset(mixed) is None
+        assert torch.equal(fast[:2], slow[:2])
+        assert torch.equal(pl.insert_constant(x, -1, same, 2)[:2], pl.insert_constant(x, -1, mixed, 2)[:2])

@@ -54,6 +54,16 @@ def prompt_offsets(
     raise ValueError(f"unknown placement mode {mode!r}")
 
 
+def uniform_offset(offsets: torch.Tensor) -> int | None:
+    """The common offset when every row has the same one (no left padding), else None.
+
+    Lets the insertion use slicing and one concatenation, as cheap as plain prefixing; rows with
+    different offsets take the gather path.
+    """
+    o = offsets[0]
+    return int(o) if bool((offsets == o).all()) else None
+
+
 def _layout(offsets: torch.Tensor, n: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For each output position: is it a prompt slot, its source token index, its prompt index.
 
@@ -82,6 +92,9 @@ def insert_prompt(embeds: torch.Tensor, prompt: torch.Tensor, offsets: torch.Ten
     if prompt.dim() == 2:
         prompt = prompt.unsqueeze(0).expand(b, -1, -1)
     n = prompt.shape[1]
+    o = uniform_offset(offsets)
+    if o is not None:
+        return torch.cat([embeds[:, :o], prompt.to(embeds.dtype), embeds[:, o:]], dim=1)
     is_prompt, src, pidx = _layout(offsets, n, t)
     tokens = embeds.gather(1, src.unsqueeze(-1).expand(-1, -1, h))  # [B, T + n, H]
     prompts = prompt.gather(1, pidx.unsqueeze(-1).expand(-1, -1, h))  # [B, T + n, H]
@@ -96,6 +109,9 @@ def insert_constant(x: torch.Tensor, value: int | float, offsets: torch.Tensor, 
     Returns:
         [B, T + n].
     """
+    o = uniform_offset(offsets)
+    if o is not None:
+        return torch.cat([x[:, :o], x.new_full((x.shape[0], n), value), x[:, o:]], dim=1)
     is_prompt, src, _ = _layout(offsets, n, x.shape[1])
     return torch.where(is_prompt, torch.full_like(src, value, dtype=x.dtype), x.gather(1, src))
 
