@@ -125,8 +125,14 @@ class _Logger:
                     self.tb.add_scalar(f"{record['type']}/{k}", v, record["step"])
 
 
-def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
-    """Trains a prompt; returns the content of ``results.json``. Raises ValueError subclasses on bad input."""
+def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) -> dict:
+    """Trains a prompt; returns the content of ``results.json``. Raises ValueError subclasses on bad input.
+
+    ``build_model(backbone, prompt_cfg, tokenizer, family)`` replaces ``ResidualPromptModel`` (the
+    benchmark's baselines use it); the object must offer what the loop uses of it:
+    ``forward``, ``trainable_parameters``, ``parameter_groups``, ``max_text_length``,
+    ``save_pretrained``, ``save_trainable`` / ``load_trainable``, ``num_trainable``.
+    """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import DataLoaderConfiguration, broadcast, set_seed
@@ -149,7 +155,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
     backbone, tokenizer, family, task = prepare_backbone(cfg)
     train_inst, train_desc = load_split(cfg, task, family, train=True)
     eval_inst, eval_desc = load_split(cfg, task, family, train=False)
-    model = ResidualPromptModel(backbone, prompt_cfg, tokenizer=tokenizer, family=family)
+    model = (build_model or _default_model)(backbone, prompt_cfg, tokenizer, family)
     max_len = min(cfg.max_length, model.max_text_length)
     train_feats = featurize(train_inst, tokenizer, family, max_len, train=True)
     eval_feats = featurize(eval_inst, tokenizer, family, max_len, train=False)
@@ -286,6 +292,10 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig) -> dict:
     accelerator.wait_for_everyone()
     log.info("done in %.1fs", time.perf_counter() - start)
     return results
+
+
+def _default_model(backbone, prompt_cfg, tokenizer, family) -> ResidualPromptModel:
+    return ResidualPromptModel(backbone, prompt_cfg, tokenizer=tokenizer, family=family)
 
 
 def _after_step(step: int) -> None:

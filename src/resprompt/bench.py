@@ -1,0 +1,515 @@
+"""Benchmark grids: declared experiments, one result file per cell, resumable, then a report.
+
+Grid file (YAML)::
+
+    name: small                      # required; used in paths and the report
+    results_dir: benchmarks/results/small   # default benchmarks/results/<name>
+    report: docs/RESULTS.md          # default docs/RESULTS.md
+    plots_dir: docs/img              # default docs/img
+    seeds: [1, 2, 3]                 # default seeds of every experiment (default [1])
+    defaults:                        # flat settings as ``runconfig.split_settings`` takes them
+      model: minilm
+      epochs: 20
+    experiments:
+      - name: main                   # main, prompt_length, lr_robustness, few_shot, init, ...
+        defaults: {max_length: 256}  # optional, on top of the grid's defaults
+        axes:                        # setting -> values; the cartesian product gives the cells
+          task: [CB, RTE]
+          method: [none, residual]
+        seeds: [1, 2, 3]
+
+Several entries may share a name: their cells form one experiment (that is how one task gets
+its own settings). ``prompt_length`` is the same setting as ``num_tokens``. ``method`` takes
+``residual``, ``none``, ``mlp``, ``lstm`` (resprompt), ``head_only`` (no prompt: the frozen
+backbone trains its classification head only; encoders), ``peft_prompt_tuning`` and
+``peft_p_tuning`` (``peft.get_peft_model`` with PEFT's PromptTuningConfig / PromptEncoderConfig,
+``num_virtual_tokens`` = prompt length, P-tuning's ``encoder_hidden_size`` = ``bottleneck``;
+task type SEQ_CLS for encoders, CAUSAL_LM for decoders, SEQ_2_SEQ_LM for seq2seq). Baselines
+run through the same trainer (``trainer.train``), so data, batches, budget, optimizer groups
+(prompt lr, network lr, head lr), evaluation and best-on-validation selection are identical.
+String values may use ``${VAR}`` or ``${VAR:-default}`` (environment variables).
+
+A cell id is ``<experiment>__<axis>=<value>__...__seed=<seed>`` (axes in file order; a path
+value is shortened to its last component; characters outside ``A-Za-z0-9._+-`` become ``-``).
+
+Results: ``<results_dir>/cells/<cell id>.json`` (atomic; a cell with this file is finished and
+skipped) holds the trainer's results.json, its metrics.jsonl records (train lines thinned to 500),
+the eval curve, settings, versions, hardware, sha256 of the data files, wall time, s/step and peak
+memory (CPU: ``ru_maxrss`` after resetting the high-water mark via ``/proc/self/clear_refs``, i.e.
+per cell where the kernel allows it; GPU: ``torch.cuda.max_memory_allocated``). A running cell
+trains in ``<results_dir>/runs/<cell id>``, removed after success, resumed (trainer ``resume``)
+when it holds a checkpoint. A cell whose resolved settings equal a finished cell's copies its
+result (``reused_from``). A failing cell goes to ``<results_dir>/failed/<cell id>.json``, the grid
+goes on and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import hashlib
+import itertools
+import json
+import logging
+import os
+import platform
+import re
+import resource
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import trainer as trainer_mod
+from .config import REPARAMS
+from .io import atomic_dir, read_safetensors, write_json
+from .runconfig import ConfigError, split_settings
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("head_only", "peft_prompt_tuning", "peft_p_tuning")
+METHODS = REPARAMS + BASELINES
+ALIASES = {"prompt_length": "num_tokens", "reparam": "method"}
+GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "defaults", "experiments", "seeds"}
+EXPERIMENT_KEYS = {"name", "defaults", "axes", "seeds"}
+MAX_TRAIN_RECORDS = 500
+
+
+@dataclass
+class Cell:
+    id: str
+    experiment: str
+    axes: dict  # axis name as written -> value
+    seed: int
+    settings: dict  # canonical merged settings (aliases resolved), with method and seed
+
+    @property
+    def key(self) -> str:
+        """Hash of the resolved configurations: equal keys train exactly the same thing."""
+        cfg, prompt_cfg, method = configs(self.settings)
+        blob = json.dumps([method, dataclasses.asdict(cfg), prompt_cfg.to_dict()], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@dataclass
+class Grid:
+    name: str
+    source: str
+    results_dir: Path
+    report: Path
+    plots_dir: Path
+    experiments: list[str]
+    cells: list[Cell]
+
+
+# ----------------------------------------------------------------------------- grid files
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(obj):
+    if isinstance(obj, dict):
+        return {k: _expand_env(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_expand_env(v) for v in obj]
+    if not isinstance(obj, str):
+        return obj
+
+    def sub(m):
+        if m.group(1) in os.environ:
+            return os.environ[m.group(1)]
+        if m.group(2) is None:
+            raise ConfigError(f"grid: environment variable {m.group(1)} is not set (write ${{{m.group(1)}:-default}})")
+        return m.group(2)
+
+    return _VAR.sub(sub, obj)
+
+
+def canonical(settings: dict) -> dict:
+    keys = {k: str(k).replace("-", "_") for k in settings or {}}
+    return {ALIASES.get(keys[k], keys[k]): v for k, v in (settings or {}).items()}
+
+
+def configs(settings: dict):
+    """(TrainConfig, ResidualPromptConfig, method) of canonical cell settings."""
+    s = dict(settings)
+    method = s.pop("method", "residual")
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is invalid: expected one of {', '.join(METHODS)}")
+    s["reparam"] = method if method in REPARAMS else "none"
+    cfg, prompt_cfg = split_settings(s)
+    return cfg, prompt_cfg, method
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool):
+        text = str(value).lower()
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+        if "/" in text or os.sep in text:
+            text = Path(text.rstrip("/" + os.sep)).name or text
+    return re.sub(r"[^A-Za-z0-9._+-]", "-", text)
+
+
+def expand(data: dict, overrides: dict | None = None) -> tuple[list[str], list[Cell]]:
+    """Experiment names (in file order) and the cells of a parsed grid; every cell is validated."""
+    bad = sorted(set(data) - GRID_KEYS)
+    if bad:
+        raise ConfigError(f"grid: unknown key(s) {', '.join(bad)}; expected {', '.join(sorted(GRID_KEYS))}")
+    exps = data.get("experiments")
+    if not isinstance(exps, list) or not exps:
+        raise ConfigError("grid: 'experiments' must be a non-empty list")
+    base = {"progress": False, **canonical(data.get("defaults"))}
+    names: list[str] = []
+    cells: list[Cell] = []
+    seen: dict[str, str] = {}
+    for i, exp in enumerate(exps):
+        where = f"grid experiment #{i + 1}"
+        if not isinstance(exp, dict) or not exp.get("name"):
+            raise ConfigError(f"{where}: expected a mapping with a 'name'")
+        name = str(exp["name"])
+        where = f"grid experiment {name!r}"
+        bad = sorted(set(exp) - EXPERIMENT_KEYS)
+        if bad:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(bad)}")
+        if not re.fullmatch(r"[A-Za-z0-9._+-]+", name):
+            raise ConfigError(f"{where}: the name may use letters, digits and . _ + - only")
+        axes = exp.get("axes") or {}
+        if not isinstance(axes, dict):
+            raise ConfigError(f"{where}: 'axes' must map settings to lists of values")
+        if any(canonical({a: 0}).keys() & {"seed"} for a in axes):
+            raise ConfigError(f"{where}: give seeds with 'seeds:', not as an axis")
+        values = [v if isinstance(v, list) else [v] for v in axes.values()]
+        if any(not v for v in values):
+            raise ConfigError(f"{where}: an axis has no values")
+        seeds = exp.get("seeds", data.get("seeds", [1]))
+        seeds = seeds if isinstance(seeds, list) else [seeds]
+        if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
+            raise ConfigError(f"{where}: seeds must be a non-empty list of integers, got {seeds!r}")
+        names += [name] if name not in names else []
+        for combo in itertools.product(*values):
+            point = dict(zip(axes, combo))
+            for seed in seeds:
+                settings = {**base, **canonical(exp.get("defaults")), **canonical(point), "seed": seed,
+                            **canonical(overrides)}
+                settings.setdefault("method", "residual")
+                cid = "__".join([name] + [f"{a}={_fmt(v)}" for a, v in point.items()] + [f"seed={seed}"])
+                if cid in seen:
+                    raise ConfigError(f"{where}: cell id {cid} is not unique (see {seen[cid]})")
+                seen[cid] = where
+                try:
+                    configs(settings)
+                except ValueError as e:
+                    raise ConfigError(f"{where}, cell {cid}: {e}") from None
+                cells.append(Cell(cid, name, point, seed, settings))
+    return names, cells
+
+
+def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None, plots_dir=None) -> Grid:
+    """A grid from a YAML path or an already parsed dict; ``results_dir`` etc. override the file."""
+    import yaml
+
+    if isinstance(grid, dict):
+        data, source = grid, f"<{grid.get('name', 'grid')}>"
+    else:
+        path = Path(grid)
+        if not path.is_file():
+            raise ConfigError(f"grid {grid}: file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"grid {grid}: invalid YAML ({e})") from None
+        source = str(grid)
+    if not isinstance(data, dict) or not data.get("name"):
+        raise ConfigError(f"grid {source}: expected a mapping with a 'name'")
+    data = _expand_env(data)
+    name = str(data["name"])
+    names, cells = expand(data, overrides)
+    return Grid(name, source,
+                Path(results_dir or data.get("results_dir") or f"benchmarks/results/{name}"),
+                Path(report or data.get("report") or "docs/RESULTS.md"),
+                Path(plots_dir or data.get("plots_dir") or "docs/img"), names, cells)
+
+
+# ----------------------------------------------------------------------------- baselines
+class _Baseline(nn.Module):
+    """What the trainer and ``evaluation.predict`` use of a ResidualPromptModel, for a baseline."""
+
+    num_tokens = 0
+
+    def __init__(self, backbone, tokenizer, family):
+        super().__init__()
+        self.tokenizer, self.family = tokenizer, family
+        object.__setattr__(self, "_backbone", backbone)  # a reference, not a second submodule
+
+    @property
+    def max_text_length(self) -> int:
+        from .backbones import model_max_length
+
+        return model_max_length(self._backbone, self.tokenizer) - self.num_tokens
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {k: p for k, p in self.named_parameters() if p.requires_grad}
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters().values())
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        groups: dict[str, list] = {"prompt": [], "network": [], "head": []}
+        for name, p in self.trainable_parameters().items():
+            kind = "head" if "prompt_encoder" not in name else "prompt" if ".embedding." in name else "network"
+            groups[kind].append(p)
+        return groups
+
+    def save_trainable(self, path) -> None:
+        from safetensors.torch import save_file
+
+        state = {k: p.detach().cpu().contiguous() for k, p in self.trainable_parameters().items()}
+        with atomic_dir(path) as tmp:
+            save_file(state, str(tmp / "trainable.safetensors"))
+
+    def load_trainable(self, path) -> None:
+        state, params = read_safetensors(Path(path) / "trainable.safetensors"), self.trainable_parameters()
+        if set(state) != set(params):
+            raise ValueError(f"{path}: saved parameters {sorted(state)} do not match {sorted(params)}")
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(state[k].to(p.device))
+
+    def save_pretrained(self, path, **kwargs) -> None:
+        self.save_trainable(path)
+
+
+class HeadOnlyModel(_Baseline):
+    """The frozen backbone without a prompt; only its classification head trains."""
+
+    def __init__(self, backbone, tokenizer, family):
+        from .model import find_head
+
+        super().__init__(backbone, tokenizer, family)
+        head = find_head(backbone)
+        if head is None:
+            raise ConfigError(f"method head_only needs a classification backbone; this {family} one has no head")
+        self.backbone = backbone
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        for p in getattr(backbone, head).parameters():
+            p.requires_grad_(True)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, **kwargs):
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra, **kwargs)
+
+
+class PeftPromptModel(_Baseline):
+    """PEFT's own prompt tuning / P-tuning; decoder logits lose the n virtual positions PEFT puts first."""
+
+    def __init__(self, backbone, tokenizer, family, method: str, num_tokens: int, hidden: int):
+        import peft
+
+        super().__init__(backbone, tokenizer, family)
+        task = {"encoder": "SEQ_CLS", "decoder": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}[family]
+        if method == "peft_prompt_tuning":
+            pcfg = peft.PromptTuningConfig(task_type=task, num_virtual_tokens=num_tokens)
+        else:
+            pcfg = peft.PromptEncoderConfig(task_type=task, num_virtual_tokens=num_tokens, encoder_hidden_size=hidden)
+        self.num_tokens = num_tokens
+        self.peft = peft.get_peft_model(backbone, pcfg)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, **kwargs):
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        out = self.peft(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        if self.family == "decoder" and out.logits.shape[1] == input_ids.shape[1] + self.num_tokens:
+            out.logits = out.logits[:, self.num_tokens:]  # output j of the real tokens predicts token j + 1
+        return out
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, **kwargs):
+        return self.peft.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+def _model_builder(method: str, prompt_cfg):
+    """``trainer.train``'s ``build_model`` for a baseline method (None: our ResidualPromptModel)."""
+    if method in REPARAMS:
+        return None
+
+    def build(backbone, config, tokenizer, family):
+        if method == "head_only":
+            return HeadOnlyModel(backbone, tokenizer, family)
+        return PeftPromptModel(backbone, tokenizer, family, method, prompt_cfg.num_tokens, prompt_cfg.bottleneck)
+
+    return build
+
+
+# ----------------------------------------------------------------------------- one cell
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def get(pkg):
+        with contextlib.suppress(PackageNotFoundError):
+            return version(pkg)
+
+    return {"python": platform.python_version(),
+            **{p: get(p) for p in ("torch", "transformers", "peft", "accelerate", "resprompt")}}
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cores": cores, "torch_threads": torch.get_num_threads(), "gpu": gpu,
+            "platform": platform.platform()}
+
+
+_HASHES: dict[str, str] = {}
+
+
+def sha256(path: str) -> str | None:
+    p = Path(path)
+    key = f"{p.resolve()}:{p.stat().st_mtime_ns}" if p.is_file() else None
+    if key and key not in _HASHES:
+        _HASHES[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return _HASHES.get(key)
+
+
+def _reset_peak() -> str:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return "cell (torch.cuda.max_memory_allocated)"
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return "cell (ru_maxrss after clear_refs)"
+    except OSError:
+        return "process (ru_maxrss)"
+
+
+def _peak_mb() -> float:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+    train = [x for x in lines if x.get("type") == "train"]
+    keep = set(range(0, len(train), max(1, -(-len(train) // MAX_TRAIN_RECORDS)))) | {len(train) - 1}
+    kept = [x for i, x in enumerate(train) if i in keep]
+    return sorted(kept + [x for x in lines if x.get("type") != "train"], key=lambda x: (x.get("step", 0),
+                                                                                       x.get("type") != "train"))
+
+
+def run_cell(cell: Cell, results_dir: Path) -> dict:
+    """Trains one cell through the trainer; returns the record written to ``cells/<id>.json``."""
+    run_dir = results_dir / "runs" / cell.id
+    cfg, prompt_cfg, method = configs(cell.settings)
+    resume = (run_dir / "checkpoint").is_dir()
+    cfg = dataclasses.replace(cfg, output_dir=str(run_dir), resume=resume,
+                              overwrite=not resume and run_dir.exists())
+    scope = _reset_peak()
+    start = time.perf_counter()
+    results = trainer_mod.train(cfg, prompt_cfg, build_model=_model_builder(method, prompt_cfg))
+    wall = time.perf_counter() - start
+    run_cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    data = {p: sha256(p) for p in {run_cfg.get("train_data"), run_cfg.get("eval_data")} if p}
+    metrics = _metrics(run_dir)
+    results = {**results, "method": method, "num_tokens": 0 if method == "head_only" else results["num_tokens"]}
+    return {
+        "cell_id": cell.id, "experiment": cell.experiment, "axes": cell.axes, "seed": cell.seed,
+        "method": method, "settings": cell.settings, "settings_key": cell.key, "results": results,
+        "eval_curve": [[x["step"], x.get("score")] for x in metrics if x.get("type") == "eval"],
+        "metrics": metrics, "versions": versions(), "hardware": hardware(), "data_files": data,
+        "wall_time_s": results.get("wall_time_s"), "cell_wall_s": round(wall, 3),
+        "s_per_step": results.get("s_per_step"), "peak_memory_mb": _peak_mb(), "peak_memory_scope": scope,
+        "resumed": resume, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# ----------------------------------------------------------------------------- the grid
+def _status(grid: Grid, cell: Cell) -> str:
+    d = grid.results_dir
+    if (d / "cells" / f"{cell.id}.json").is_file():
+        return "done"
+    if (d / "runs" / cell.id / "checkpoint").is_dir():
+        return "resume"
+    return "failed" if (d / "failed" / f"{cell.id}.json").is_file() else "todo"
+
+
+def _finished_index(cells_dir: Path) -> dict[str, Path]:
+    index = {}
+    for p in sorted(cells_dir.glob("*.json")) if cells_dir.is_dir() else []:
+        with contextlib.suppress(ValueError, OSError, KeyError):
+            index.setdefault(json.loads(p.read_text())["settings_key"], p)
+    return index
+
+
+def run_grid(grid_path, results_dir=None, only=None, report_only=False, dry_run=False, *,
+             overrides: dict | None = None, report=None, plots_dir=None) -> int:
+    """Runs the grid's unfinished cells (or lists them), then writes the report; returns an exit code."""
+    grid = load_grid(grid_path, results_dir, overrides, report, plots_dir)
+    cells = [c for c in grid.cells if not only or only in c.id]
+    if dry_run:
+        status, first = {c.id: _status(grid, c) for c in cells}, {}
+        for c in cells:
+            first.setdefault(c.key, c.id)
+            print(f"{status[c.id]:7s} {c.id}" + (f"  (same as {first[c.key]})" if first[c.key] != c.id else ""))
+        for exp in grid.experiments:
+            mine = [c for c in cells if c.experiment == exp]
+            done = sum(status[c.id] == "done" for c in mine)
+            same = sum(first[c.key] != c.id for c in mine)
+            if mine:
+                print(f"{exp}: {len(mine)} cells ({done} done, {len(mine) - done} to run"
+                      + (f", {same} of them copies of identical cells" if same else "") + ")")
+        print(f"total: {len(cells)} cells ({list(status.values()).count('done')} done) in {grid.results_dir}")
+        return 0
+    failed = 0
+    if not report_only:
+        cells_dir, failed_dir = grid.results_dir / "cells", grid.results_dir / "failed"
+        cells_dir.mkdir(parents=True, exist_ok=True)
+        index = _finished_index(cells_dir)
+        todo = [c for c in cells if not (cells_dir / f"{c.id}.json").is_file()]
+        log.info("grid %s: %d cells selected, %d to run", grid.name, len(cells), len(todo))
+        for i, cell in enumerate(todo, 1):
+            out = cells_dir / f"{cell.id}.json"
+            try:
+                if cell.key in index and index[cell.key].is_file():
+                    record = json.loads(index[cell.key].read_text())
+                    record.update(cell_id=cell.id, experiment=cell.experiment, axes=cell.axes,
+                                  reused_from=record.get("reused_from") or index[cell.key].stem, cell_wall_s=0.0)
+                else:
+                    log.info("[%d/%d] %s", i, len(todo), cell.id)
+                    record = run_cell(cell, grid.results_dir)
+                    shutil.rmtree(grid.results_dir / "runs" / cell.id, ignore_errors=True)
+                    gc.collect()
+                write_json(out, record)
+                index.setdefault(cell.key, out)
+                (failed_dir / f"{cell.id}.json").unlink(missing_ok=True)
+                best = (record["results"].get("best") or {}).get("score")
+                log.info("[%d/%d] %s done (best %s, %.1f s)", i, len(todo), cell.id,
+                         "—" if best is None else f"{100 * best:.1f}", record["cell_wall_s"])
+            except Exception as e:  # one broken cell must not stop the grid
+                failed += 1
+                log.error("[%d/%d] %s failed: %s: %s", i, len(todo), cell.id, type(e).__name__, e)
+                failed_dir.mkdir(parents=True, exist_ok=True)
+                write_json(failed_dir / f"{cell.id}.json", {
+                    "cell_id": cell.id, "experiment": cell.experiment, "settings": cell.settings,
+                    "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    from .report import build_report
+
+    path = build_report(grid)
+    print(f"report: {path}" + (f" ({failed} cell(s) failed)" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0

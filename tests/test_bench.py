@@ -1,0 +1,241 @@
+"""Benchmark grids: expansion, one cell end to end, skip/resume bookkeeping, failures, baselines, report."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import resprompt.bench as bench
+import resprompt.trainer as trainer_mod
+from resprompt.runconfig import ConfigError
+
+SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "grids" / "smoke.yaml"
+REQUIRED = {"cell_id", "experiment", "settings", "results", "versions", "hardware", "data_files", "wall_time_s",
+            "s_per_step", "peak_memory_mb", "eval_curve", "metrics"}
+
+
+@pytest.fixture
+def smoke_env(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESPROMPT_BENCH_MODEL", tiny_model_dirs["bert"])
+    monkeypatch.setenv("RESPROMPT_BENCH_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("RESPROMPT_BENCH_REPORT", str(tmp_path / "docs" / "RESULTS.md"))
+    monkeypatch.setenv("RESPROMPT_BENCH_PLOTS", str(tmp_path / "docs" / "img"))
+    return {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
+
+
+def _grid(tmp_path, model, data, experiments, **defaults):
+    return {"name": "t", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
+            "plots_dir": str(tmp_path / "img"),
+            "defaults": {"model": model, "task": "CB", "train_source": "fewglue", "max_train_examples": 8,
+                         "max_eval_examples": 8, "batch_size": 4, "eval_batch_size": 8, "max_steps": 2,
+                         "eval_every": 1, "max_length": 48, "prompt_length": 2, "bottleneck": 8, "lr_head": 0.01,
+                         **data, **defaults},
+            "experiments": experiments}
+
+
+def test_expansion_ids_and_validation(monkeypatch):
+    data = {"name": "g", "defaults": {"model": "m", "epochs": 2},
+            "experiments": [{"name": "main", "axes": {"task": ["CB", "RTE"], "method": ["none", "residual"]},
+                             "seeds": [1, 2]},
+                            {"name": "lr", "defaults": {"task": "CB"}, "axes": {"lr": [0.01, 1e-1], "prompt_length": 5}}]}
+    names, cells = bench.expand(data)
+    assert names == ["main", "lr"] and len(cells) == 2 * 2 * 2 + 2
+    assert cells[0].id == "main__task=CB__method=none__seed=1"
+    assert [c.id for c in cells[-2:]] == ["lr__lr=0.01__prompt_length=5__seed=1", "lr__lr=0.1__prompt_length=5__seed=1"]
+    assert cells[-1].settings["num_tokens"] == 5 and cells[-1].settings["epochs"] == 2
+    assert cells[7].settings == {"progress": False, "model": "m", "epochs": 2, "task": "RTE", "method": "residual",
+                                 "seed": 2}
+    # identical resolved settings -> identical keys, whatever the spelling
+    a = bench.Cell("a", "x", {}, 1, {"model": "m", "seed": 1, "method": "residual"})
+    b = bench.Cell("b", "y", {}, 1, {"model": "m", "seed": 1, "shared": True, "num_tokens": 10})
+    assert a.key == b.key
+    with pytest.raises(ConfigError, match="method='nope'"):
+        bench.expand({"name": "g", "experiments": [{"name": "e", "axes": {"method": ["nope"]}}]})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        bench.expand({"name": "g", "experiments": [{"name": "e", "axes": {"colour": ["red"]}}]})
+    with pytest.raises(ConfigError, match="not unique"):
+        bench.expand({"name": "g", "experiments": [{"name": "e", "axes": {"model": ["a/x", "b/x"]}}]})
+    monkeypatch.setenv("BENCH_T", "tiny")
+    grid = bench.load_grid({"name": "g", "defaults": {"model": "${BENCH_T}/${NOT_SET:-m}"},
+                            "experiments": [{"name": "e"}]})
+    assert grid.cells[0].settings["model"] == "tiny/m" and grid.results_dir == Path("benchmarks/results/g")
+
+
+def test_smoke_grid_end_to_end_then_skip(smoke_env, tmp_path, monkeypatch):
+    assert bench.run_grid(str(SMOKE), overrides=smoke_env) == 0
+    res = tmp_path / "results"
+    rec = json.loads((res / "cells" / "main__method=residual__seed=1.json").read_text())
+    assert REQUIRED <= set(rec)
+    assert rec["results"]["steps"] == 4 and [s for s, _ in rec["eval_curve"]] == [2, 4]
+    assert rec["settings"]["method"] == "residual" and rec["peak_memory_mb"] > 0
+    assert any(p.endswith("fewglue/CB/train.jsonl") for p in rec["data_files"])
+    assert all(len(h) == 64 for h in rec["data_files"].values())
+    assert not (res / "runs" / "main__method=residual__seed=1").exists()  # run folder removed
+    report = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "resprompt bench" in report and "## Claims of the paper" in report and "| 1/1 |" in report
+
+    def boom(*a, **k):
+        raise AssertionError("the trainer ran again for a finished cell")
+
+    monkeypatch.setattr(trainer_mod, "train", boom)
+    assert bench.run_grid(str(SMOKE), overrides=smoke_env) == 0
+    assert bench.run_grid(str(SMOKE), overrides=smoke_env, report_only=True) == 0
+
+
+def test_partial_grid_report_and_failed_cell(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    data = {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
+    grid = _grid(tmp_path, tiny_model_dirs["bert"], data, [
+        {"name": "main", "axes": {"task": ["CB"], "method": ["none", "residual"]}, "seeds": [1, 2]},
+        {"name": "lr_robustness", "axes": {"method": ["none", "residual"], "lr": [0.01, 1.0]}, "seeds": [1]}])
+    real = trainer_mod.train
+
+    def flaky(cfg, prompt_cfg, **kw):
+        if prompt_cfg.reparam == "none" and cfg.seed == 2:
+            raise RuntimeError("simulated crash")
+        return real(cfg, prompt_cfg, **kw)
+
+    monkeypatch.setattr(trainer_mod, "train", flaky)
+    assert bench.run_grid(grid, only="main__") == 1  # one cell failed, the others ran
+    cells = {p.stem for p in (tmp_path / "res" / "cells").iterdir()}
+    assert cells == {"main__task=CB__method=none__seed=1", "main__task=CB__method=residual__seed=1",
+                     "main__task=CB__method=residual__seed=2"}
+    failed = json.loads((tmp_path / "res" / "failed" / "main__task=CB__method=none__seed=2.json").read_text())
+    assert "simulated crash" in failed["error"]
+    report = (tmp_path / "R.md").read_text()
+    assert "## Experiment `lr_robustness`" in report and "| — | — | 0/1 |" in report  # missing cells
+    none_row = next(ln for ln in report.splitlines() if ln.startswith("| CB | none |"))
+    assert "| 1/2 |" in none_row
+    assert "main__task=CB__method=none__seed=2" in report.split("## Failed cells")[1]
+    assert "not measured yet" in report
+
+
+def test_head_only_trains_only_the_head(tiny_model_dirs, data_root, tmp_path):
+    data = {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
+    grid = _grid(tmp_path, tiny_model_dirs["bert"], data,
+                 [{"name": "main", "axes": {"method": ["head_only"]}, "seeds": [1]}])
+    assert bench.run_grid(grid) == 0
+    rec = json.loads((tmp_path / "res" / "cells" / "main__method=head_only__seed=1.json").read_text())
+    assert rec["results"]["trainable_parameters"] == 32 * 3 + 3  # BERT classifier: hidden 32 -> 3 labels
+    assert rec["results"]["num_tokens"] == 0 and rec["method"] == "head_only"
+
+
+@pytest.mark.parametrize("kind,method", [("bert", "peft_prompt_tuning"), ("llama", "peft_prompt_tuning"),
+                                         ("bert", "peft_p_tuning")])
+def test_peft_baselines_run_one_cell(tiny_model_dirs, data_root, tmp_path, kind, method):
+    data = {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
+    grid = _grid(tmp_path, tiny_model_dirs[kind], data, [{"name": "main", "axes": {"method": [method]}}])
+    assert bench.run_grid(grid) == 0
+    rec = json.loads((tmp_path / "res" / "cells" / f"main__method={method}__seed=1.json").read_text())
+    res = rec["results"]
+    assert res["method"] == method and 0.0 <= res["final"]["accuracy"] <= 1.0 and res["final"]["n"] == 8
+    prompt = 2 * 32
+    head = 32 * 3 + 3 if kind == "bert" else 0
+    if method == "peft_prompt_tuning":
+        assert res["trainable_parameters"] == prompt + head
+    else:
+        assert res["trainable_parameters"] > prompt + head
+
+
+def test_baseline_parameter_groups(tiny_model_dirs):
+    from resprompt.backbones import load_backbone
+
+    bb, tok, fam = load_backbone(tiny_model_dirs["bert"], num_labels=3)
+    m = bench.PeftPromptModel(bb, tok, fam, "peft_p_tuning", 4, 16)
+    groups = {k: sum(p.numel() for p in v) for k, v in m.parameter_groups().items()}
+    assert groups["prompt"] == 4 * 32 and groups["network"] > 0 and groups["head"] == 32 * 3 + 3
+
+
+def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root, tmp_path, monkeypatch, capsys):
+    data = {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
+    grid = _grid(tmp_path, tiny_model_dirs["bert"], data, [{"name": "main", "axes": {"method": ["residual"]}}],
+                 max_steps=4, eval_every=2)
+
+    def kill(step):
+        if step == 3:  # after the checkpoint written with the evaluation at step 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "_after_step", kill)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_grid(grid)
+    assert (tmp_path / "res" / "runs" / "main__method=residual__seed=1" / "checkpoint").is_dir()
+    assert bench.run_grid(grid, dry_run=True) == 0
+    assert "resume  main__method=residual__seed=1" in capsys.readouterr().out
+    monkeypatch.setattr(trainer_mod, "_after_step", lambda step: None)
+    seen, real = [], trainer_mod.train
+    monkeypatch.setattr(trainer_mod, "train", lambda cfg, p, **kw: seen.append(cfg.resume) or real(cfg, p, **kw))
+    assert bench.run_grid(grid) == 0 and seen == [True]
+    rec = json.loads((tmp_path / "res" / "cells" / "main__method=residual__seed=1.json").read_text())
+    assert rec["resumed"] is True and rec["results"]["steps"] == 4
+    assert [s for s, _ in rec["eval_curve"]] == [2, 4]
+
+
+def _fake(cell, best, n=50, curve=(0.5, 0.6)):
+    res = {"best": {"score": best / 100, "n": n}, "final": {"score": best / 100, "n": n}, "num_tokens": 10,
+           "trainable_parameters": 1000, "steps": 8}
+    return {"cell_id": cell.id, "experiment": cell.experiment, "axes": cell.axes, "seed": cell.seed,
+            "settings": cell.settings, "settings_key": cell.key, "results": res, "cell_wall_s": 60.0,
+            "s_per_step": 0.5, "peak_memory_mb": 900.0, "eval_curve": [[i + 1, v] for i, v in enumerate(curve)],
+            "hardware": {"cpu": "x", "cores": 2}, "versions": {"torch": "t"}}
+
+
+def test_claim_verdicts_and_plots_from_records(tmp_path):
+    from resprompt.io import write_json
+    from resprompt.report import build_report
+
+    grid = bench.load_grid({"name": "v", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
+                            "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
+                            "experiments": [
+                                {"name": "main", "axes": {"task": ["CB", "RTE"], "method": ["none", "residual"]}},
+                                {"name": "lr_robustness", "axes": {"method": ["none", "residual"],
+                                                                   "lr": [0.01, 0.3, 10.0]}},
+                                {"name": "bottleneck", "axes": {"bottleneck": [10, 50, 400]}}]})
+    score = {"none": 60.0, "residual": 70.0}
+    (tmp_path / "res" / "cells").mkdir(parents=True)
+    for c in grid.cells:
+        if c.experiment == "bottleneck" and c.axes["bottleneck"] == 400:
+            continue  # a missing cell
+        s = score.get(c.settings["method"], 70.0) + c.seed * 0.5
+        if c.experiment == "lr_robustness" and c.settings["method"] == "none":
+            s -= 20 * (c.axes["lr"] == 10.0)
+        write_json(tmp_path / "res" / "cells" / f"{c.id}.json", _fake(c, s))
+    text = build_report(grid).read_text()
+    verdict = {ln.split("|")[1].strip(): ln.split("|")[-2].strip() for ln in text.splitlines()
+               if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()}
+    assert verdict["1"] == "**confirmed**"  # +10 >= tau = max(0.5, 2) and >= 7 / 2
+    assert verdict["4"] == "**confirmed**"  # residual flat over lr
+    assert verdict["8"] == "**not measured yet**"  # needs two sizes >= 50: 400 is missing
+    assert verdict["3"] == "**not measured yet**"
+    assert "prompt tuning R = 20.0" in text
+    assert (tmp_path / "img" / "v-lr_robustness.png").is_file() and (tmp_path / "img" / "v-bottleneck.png").is_file()
+    assert "| 10 | 71.0 ± 0.5 | 71.0 ± 0.5 | 3/3 | 2.00 |" in text and "| 400 | — | — | 0/3 | — |" in text
+    assert "| main | 12/12 | 0 | 0:12:00 |" in text
+
+
+def test_more_claim_rules_from_records(tmp_path):
+    from resprompt.io import write_json
+    from resprompt.report import build_report
+
+    grid = bench.load_grid({"name": "w", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
+                            "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
+                            "experiments": [
+                                {"name": "prompt_length", "axes": {"method": ["none", "residual"],
+                                                                   "prompt_length": [1, 10, 100]}},
+                                {"name": "init", "axes": {"method": ["none", "residual"], "init": ["uniform", "vocab"]}},
+                                {"name": "convergence", "axes": {"method": ["none", "mlp", "residual"]}},
+                                {"name": "shared", "axes": {"shared": [True, False]}}]})
+    (tmp_path / "res" / "cells").mkdir(parents=True)
+    curves = {"none": (0.3, 0.5, 0.6), "mlp": (0.4, 0.55, 0.6), "residual": (0.6, 0.6, 0.6)}
+    for c in grid.cells:
+        m, s = c.settings["method"], 60.0 + c.seed
+        if c.experiment == "prompt_length":  # residual at L is 5 below none at 10 L
+            s += {"none": 0, "residual": -5}[m] + c.axes["prompt_length"] / 10
+        s += 10 * (c.experiment == "init" and m == "none" and c.axes["init"] == "vocab")
+        s -= 3 * (c.experiment == "shared" and not c.axes["shared"])
+        write_json(tmp_path / "res" / "cells" / f"{c.id}.json", _fake(c, s, curve=curves.get(m, (0.5,))))
+    text = build_report(grid).read_text()
+    verdict = {ln.split("|")[1].strip(): ln.split("|")[-2].strip() for ln in text.splitlines()
+               if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()}
+    assert verdict["2"] == "**not confirmed**"  # -5 at 10 tokens
+    assert verdict["3"] == "**not confirmed**"  # residual at L well below none at 10 L: d < -tau
+    assert verdict["5"] == "**confirmed**" and verdict["7"] == "**confirmed**" and verdict["9"] == "**confirmed**"
+    assert (tmp_path / "img" / "w-convergence.png").is_file() and (tmp_path / "img" / "w-prompt_length.png").is_file()
