@@ -69,7 +69,7 @@ from torch import nn
 from . import trainer as trainer_mod
 from .config import REPARAMS
 from .io import atomic_dir, read_safetensors, write_json
-from .runconfig import ConfigError, split_settings
+from .runconfig import ConfigError, load_yaml, split_settings
 
 log = logging.getLogger(__name__)
 
@@ -214,19 +214,10 @@ def expand(data: dict, overrides: dict | None = None) -> tuple[list[str], list[C
 
 def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None, plots_dir=None) -> Grid:
     """A grid from a YAML path or an already parsed dict; ``results_dir`` etc. override the file."""
-    import yaml
-
     if isinstance(grid, dict):
         data, source = grid, f"<{grid.get('name', 'grid')}>"
     else:
-        path = Path(grid)
-        if not path.is_file():
-            raise ConfigError(f"grid {grid}: file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"grid {grid}: invalid YAML ({e})") from None
-        source = str(grid)
+        data, source = load_yaml(grid, what="grid"), str(grid)
     if not isinstance(data, dict) or not data.get("name"):
         raise ConfigError(f"grid {source}: expected a mapping with a 'name'")
     data = _expand_env(data)

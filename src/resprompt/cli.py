@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .config import ResidualPromptConfig
-from .runconfig import ALIASES, ConfigError, TrainConfig
+from .runconfig import ALIASES, ConfigError, TrainConfig, load_yaml
 
 log = logging.getLogger("resprompt")
 _FLAG_NAMES = {v: k for k, v in ALIASES.items()}  # reparam -> --method, num_tokens -> --prompt-length
@@ -39,25 +39,8 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=()) -> None:
                            metavar=f.name.upper())
 
 
-def _load_yaml(path: str) -> dict:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"--config {path}: file not found")
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings")
-    return data
-
-
 def _settings(args: argparse.Namespace, exclude=("command", "config", "func", "verbose")) -> dict:
-    settings = _load_yaml(args.config) if getattr(args, "config", None) else {}
+    settings = load_yaml(args.config) if getattr(args, "config", None) else {}
     settings.update({k: v for k, v in vars(args).items() if k not in exclude})
     return settings
 

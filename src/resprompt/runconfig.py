@@ -87,6 +87,26 @@ class TrainConfig:
             raise bad("mixed_precision", "no, fp16 or bf16")
 
 
+def load_yaml(path: str, what: str = "--config") -> dict:
+    """Reads a YAML mapping; errors name the file (and line) and say what is wrong."""
+    from pathlib import Path
+
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {path}: file not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings")
+    return data
+
+
 ALIASES = {"method": "reparam", "prompt_length": "num_tokens"}
 
 

@@ -180,6 +180,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
     logger = _Logger(out, main, cfg.tensorboard, prog.step if cfg.resume else None)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths = [len(f.input_ids) for f in train_feats]
+    trainable = list(core.trainable_parameters().values())
     pad_to = max_len if cfg.pad_to_max_length else None
     train_time, train_tokens = 0.0, 0
 
@@ -237,7 +238,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
             if not last_micro:
                 continue
             if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(core.trainable_parameters().values(), cfg.max_grad_norm)
+                accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
