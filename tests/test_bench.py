@@ -239,3 +239,32 @@ def test_more_claim_rules_from_records(tmp_path):
     assert verdict["3"] == "**not confirmed**"  # residual at L well below none at 10 L: d < -tau
     assert verdict["5"] == "**confirmed**" and verdict["7"] == "**confirmed**" and verdict["9"] == "**confirmed**"
     assert (tmp_path / "img" / "w-convergence.png").is_file() and (tmp_path / "img" / "w-prompt_length.png").is_file()
+
+
+def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
+    from resprompt.io import write_json
+    from resprompt.report import build_report
+
+    latency = tmp_path / "lat.json"
+    write_json(latency, {"median_s": {"bare": 0.1, "folded": 0.12, "peft": 0.121}, "folded/peft": 0.992,
+                         "folded/bare": 1.2, "trainable_params_during_training": 5000,
+                         "stored_params_after_folding": 300, "batch": [8, 128], "rounds": 5, "threads": 2,
+                         "torch": "t"})
+    grid = bench.load_grid({"name": "b", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
+                            "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "latency": str(latency),
+                            "experiments": [{"name": "main", "axes": {
+                                "model": ["enc", "dec"], "task": ["CB"], "method": ["none", "residual", "head_only"]}}]})
+    (tmp_path / "res" / "cells").mkdir(parents=True)
+    for c in grid.cells:
+        m, model = c.settings["method"], c.settings["model"]
+        s = 60.0 + c.seed + {"none": 0, "head_only": 0, "residual": 10 if model == "enc" else -10}[m]
+        rec = _fake(c, s)
+        rec["results"]["trainable_parameters"] = {"none": 300, "residual": 5000, "head_only": 20}[m]
+        write_json(tmp_path / "res" / "cells" / f"{c.id}.json", rec)
+    lines = build_report(grid).read_text().splitlines()
+    claim1 = [ln.split("|")[3].strip() + " " + ln.split("|")[-2].strip() for ln in lines if ln.startswith("| 1 |")]
+    assert claim1 == ["dec **not confirmed**", "enc **confirmed**"]
+    assert "| enc | residual | 10 | 5,000 | 300 | 0.5 ± 0.0 | 900 | 3 |" in lines
+    assert "| enc | head_only | 10 | 20 | 20 | 0.5 ± 0.0 | 900 | 3 |" in lines
+    assert "| folded | 120.0 |" in lines
+    assert any(ln.startswith("folded / PEFT = 0.992; folded / bare = 1.200") for ln in lines)

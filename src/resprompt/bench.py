@@ -6,6 +6,8 @@ Grid file (YAML)::
     results_dir: benchmarks/results/small   # default benchmarks/results/<name>
     report: docs/RESULTS.md          # default docs/RESULTS.md
     plots_dir: docs/img              # default docs/img
+    latency: benchmarks/results/inference_latency.json   # optional: benchmarks/inference_latency.py's
+                                     # output, shown in the report's cost section
     seeds: [1, 2, 3]                 # default seeds of every experiment (default [1])
     defaults:                        # flat settings as ``runconfig.split_settings`` takes them
       model: minilm
@@ -76,7 +78,7 @@ log = logging.getLogger(__name__)
 BASELINES = ("head_only", "peft_prompt_tuning", "peft_p_tuning")
 METHODS = REPARAMS + BASELINES
 ALIASES = {"prompt_length": "num_tokens", "reparam": "method"}
-GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "defaults", "experiments", "seeds"}
+GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "latency", "defaults", "experiments", "seeds"}
 EXPERIMENT_KEYS = {"name", "defaults", "axes", "seeds"}
 MAX_TRAIN_RECORDS = 500
 
@@ -106,6 +108,7 @@ class Grid:
     plots_dir: Path
     experiments: list[str]
     cells: list[Cell]
+    latency: Path | None = None
 
 
 # ----------------------------------------------------------------------------- grid files
@@ -226,7 +229,8 @@ def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None
     return Grid(name, source,
                 Path(results_dir or data.get("results_dir") or f"benchmarks/results/{name}"),
                 Path(report or data.get("report") or "docs/RESULTS.md"),
-                Path(plots_dir or data.get("plots_dir") or "docs/img"), names, cells)
+                Path(plots_dir or data.get("plots_dir") or "docs/img"), names, cells,
+                Path(data["latency"]) if data.get("latency") else None)
 
 
 # ----------------------------------------------------------------------------- baselines

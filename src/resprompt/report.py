@@ -135,19 +135,53 @@ def _pivot(cells, rows) -> list[str]:
 
 
 def _cost_table(rows) -> list[str]:
+    """One row per (model, method, prompt length). Stored after folding = the prompt's n x d vectors
+    plus the trained head, i.e. the trainable count of the plain-prompt (``none``) cell of the same
+    model, task and length; for ``head_only`` the head alone."""
+    plain = {(str(r.get("model")), r.get("task"), r.rec["results"].get("num_tokens")):
+             r.rec["results"].get("trainable_parameters") for r in rows.values() if r.get("method") == "none"}
     groups = defaultdict(list)
     for r in rows.values():
         groups[(str(r.get("model")), r.get("method"), r.rec["results"].get("num_tokens"))].append(r)
-    out = ["| model | method | prompt length | trainable params | s/step | peak memory (MB) | cells |",
-           "|---|---|---|---|---|---|---|"]
-    for (model, method, n), rs in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        params = sorted({r.rec["results"].get("trainable_parameters") or 0 for r in rs})
+    out = ["| model | method | prompt length | trainable params (training) | stored after folding | s/step | "
+           "peak memory (MB) | cells |", "|---|---|---|---|---|---|---|---|"]
+
+    def span(values):
+        v = sorted(x for x in values if x)
+        return DASH if not v else f"{v[0]:,}" + (f"–{v[-1]:,}" if v[-1] != v[0] else "")
+
+    for (model, method, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2] or 0)):
+        params = [r.rec["results"].get("trainable_parameters") for r in rs]
+        stored = params if method == "head_only" else [plain.get((model, r.get("task"), n)) for r in rs]
         sps = [r.rec.get("s_per_step") for r in rs if r.rec.get("s_per_step") and not r.rec.get("reused_from")]
         peak = [r.rec.get("peak_memory_mb") or 0 for r in rs]
-        out.append(f"| {Path(model).name} | {method} | {n} | "
-                   f"{params[0]:,}" + (f"–{params[-1]:,}" if len(params) > 1 else "") +
-                   f" | {_fmt(sps) if sps else DASH} | {max(peak):.0f} | {len(rs)} |")
+        out.append(f"| {Path(model).name} | {method} | {n} | {span(params)} | {span(stored)} | "
+                   f"{_fmt(sps) if sps else DASH} | {max(peak):.0f} | {len(rs)} |")
     return out
+
+
+def _latency_section(grid) -> list[str]:
+    """The inference-latency benchmark's JSON (``grid.latency``), when the grid names one that exists."""
+    path = getattr(grid, "latency", None)
+    if path is None or not Path(path).is_file():
+        return []
+    try:
+        d = json.loads(Path(path).read_text())
+        med = d["median_s"]
+        b, t = d["batch"]
+        rows = [f"| {k} | {1000 * med[k]:.1f} |" for k in ("bare", "folded", "peft")]
+    except (ValueError, KeyError, TypeError) as e:
+        return [f"(inference latency: {path} is not the benchmark's JSON: {e})", ""]
+    return ["### Inference latency", "",
+            f"`python benchmarks/inference_latency.py --json {Path(path).as_posix()}`: one batch of {b} x {t} "
+            f"tokens, eval mode, no grad, median of {d.get('rounds')} interleaved rounds, "
+            f"{d.get('threads')} threads, torch {d.get('torch')}. bare = the backbone alone; folded = our "
+            "trained residual prompt after folding (10 vectors, the MLP gone); peft = PEFT's PromptTuning "
+            "with 10 virtual tokens.", "",
+            "| MiniLM-L6 | median ms / batch |", "|---|---|", *rows, "",
+            f"folded / PEFT = {d['folded/peft']:.3f}; folded / bare = {d['folded/bare']:.3f} (the prompt adds "
+            f"10 positions to each {t}-token row). Parameters: {d['trainable_params_during_training']:,} "
+            f"trainable during training, {d['stored_params_after_folding']:,} stored after folding.", ""]
 
 
 # ----------------------------------------------------------------------------- claims
@@ -282,14 +316,20 @@ CLAIMS = [
 
 
 def claims_section(rows) -> list[str]:
+    """One line per (claim, backbone) that has the cells the claim's rule needs."""
     out = ["## Claims of the paper", "",
-           "Verdicts are computed from the finished cells by the rules at the end of this section; the paper's",
-           "numbers come from T5/BERT on full SuperGLUE, ours from the grid's models and data.", "",
-           "| # | claim (paper) | our cells | rule | measured (points) | verdict |", "|---|---|---|---|---|---|"]
+           "Verdicts are computed from the finished cells by the rules at the end of this section, one line",
+           "per backbone; the paper's numbers come from T5/BERT on full SuperGLUE, ours from the grid's",
+           "models and data.", "",
+           "| # | claim (paper) | backbone | our cells | rule | measured (points) | verdict |",
+           "|---|---|---|---|---|---|---|"]
+    models = sorted({str(r.get("model")) for r in rows})
     for i, (claim, ours, rule, fn) in enumerate(CLAIMS, 1):
-        got = fn(rows)
-        out.append(f"| {i} | {claim} | {ours} | {rule} | {got[0] if got else DASH} | "
-                   f"**{got[1] if got else 'not measured yet'}** |")
+        got = [(m, fn([r for r in rows if str(r.get("model")) == m])) for m in models]
+        got = [(Path(m).name, g) for m, g in got if g] or [(DASH, None)]
+        for model, g in got:
+            out.append(f"| {i} | {claim} | {model} | {ours} | {rule} | {g[0] if g else DASH} | "
+                       f"**{g[1] if g else 'not measured yet'}** |")
     rules = __doc__[__doc__.index("Verdict rules"):].replace(" (copied into the report)", "").strip()
     return out + ["", *rules.splitlines(), ""]
 
@@ -408,7 +448,7 @@ def build_report(grid) -> Path:
     lines += ["## Cost", "", "Trainable parameters; seconds per optimizer step = the trainer's wall time / steps, "
               "evaluations included (mean ± std over the cells that trained); peak memory (max over cells; CPU: "
               "peak resident set size of the process during the cell, GPU: allocated tensors).", "",
-              *_cost_table(rows), ""]
+              *_cost_table(rows), "", *_latency_section(grid)]
     bad = [(cid, rec) for cid, rec in failed.items() if cid not in rows]
     if bad:
         lines += ["## Failed cells", "", "| cell | error |", "|---|---|"]
