@@ -3,9 +3,11 @@
 After training, the residual network is folded away: inference should cost exactly what plain
 prompt tuning costs. This script checks that on one batch (eval mode, no grad): the bare
 backbone on 128 tokens, our folded prompt (10 tokens inserted after [CLS], loaded with
-``ResidualPromptModel.from_pretrained``) and PEFT's PromptTuning (10 virtual tokens), timed in
-interleaved rounds in one process; it prints medians, the ratios folded/PEFT and folded/bare, and
-the stored parameters (folded prompt + head vs the trainable parameters during training).
+``ResidualPromptModel.from_pretrained``), PEFT's PromptTuning (10 virtual tokens) and, as a control,
+the bare backbone on 138 real tokens (the length the prompted models run at), timed in interleaved
+rounds in one process; it prints medians, the ratios folded/PEFT, folded/bare and
+folded/bare-at-138, and the stored parameters (folded prompt + head vs the trainable parameters
+during training).
 
     python benchmarks/inference_latency.py              # MiniLM, batch 8 x 128, 30 rounds
     python benchmarks/inference_latency.py --json out.json
@@ -54,13 +56,16 @@ def main() -> int:
     tok = AutoTokenizer.from_pretrained(path)
     batch = make_batch(tok.vocab_size, tok.cls_token_id, args.batch_size, args.seq_len, seed=0)
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    longer = make_batch(tok.vocab_size, tok.cls_token_id, args.batch_size, args.seq_len + 10, seed=0)
+    long_inputs = {k: v for k, v in longer.items() if k in ("input_ids", "attention_mask")}
     trained = ResidualPromptModel(backbone(), ResidualPromptConfig(num_tokens=10, bottleneck=400))
     with tempfile.TemporaryDirectory() as tmp:
         trained.save_pretrained(tmp)
         folded = ResidualPromptModel.from_pretrained(backbone(), tmp).eval()
     peft = get_peft_model(backbone(), PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=10)).eval()
     bare = backbone()
-    variants = {"bare": lambda: bare(**inputs), "folded": lambda: folded(**inputs), "peft": lambda: peft(**inputs)}
+    variants = {"bare": lambda: bare(**inputs), "folded": lambda: folded(**inputs), "peft": lambda: peft(**inputs),
+                "bare_plus10": lambda: bare(**long_inputs)}
     times: dict[str, list[float]] = {k: [] for k in variants}
     names = list(variants)
     with torch.no_grad():
@@ -68,21 +73,23 @@ def main() -> int:
             for fn in variants.values():
                 fn()
         for r in range(args.rounds):
-            for name in names[r % 3:] + names[: r % 3]:
+            for name in names[r % len(names):] + names[: r % len(names)]:
                 t = time.perf_counter()
                 variants[name]()
                 times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "median_s": med, "folded/peft": med["folded"] / med["peft"], "folded/bare": med["folded"] / med["bare"],
+        "folded/bare_plus10": med["folded"] / med["bare_plus10"],
         "trainable_params_during_training": trained.num_trainable(),
         "stored_params_after_folding": 10 * trained.hidden_size + sum(v.numel() for v in trained.head_state().values()),
         "batch": [args.batch_size, args.seq_len], "rounds": args.rounds, "threads": args.threads,
         "torch": torch.__version__,
     }
     for k in names:
-        print(f"{k:7s} median {med[k] * 1000:.1f} ms per batch")
-    print(f"folded/PEFT {out['folded/peft']:.3f}   folded/bare {out['folded/bare']:.3f} (10 extra positions of 138)")
+        print(f"{k:11s} median {med[k] * 1000:.1f} ms per batch")
+    print(f"folded/PEFT {out['folded/peft']:.3f}   folded/bare {out['folded/bare']:.3f} (10 extra positions of "
+          f"{args.seq_len + 10})   folded/bare_plus10 {out['folded/bare_plus10']:.3f}")
     print(f"parameters: {out['trainable_params_during_training']:,} trainable during training, "
           f"{out['stored_params_after_folding']:,} stored after folding (prompt + head)")
     if args.json:

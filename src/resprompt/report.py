@@ -169,7 +169,7 @@ def _latency_section(grid) -> list[str]:
         d = json.loads(Path(path).read_text())
         med = d["median_s"]
         b, t = d["batch"]
-        rows = [f"| {k} | {1000 * med[k]:.1f} |" for k in ("bare", "folded", "peft")]
+        rows = [f"| {k} | {1000 * med[k]:.1f} |" for k in ("bare", "folded", "peft", "bare_plus10") if k in med]
     except (ValueError, KeyError, TypeError) as e:
         return [f"(inference latency: {path} is not the benchmark's JSON: {e})", ""]
     return ["### Inference latency", "",
@@ -177,10 +177,13 @@ def _latency_section(grid) -> list[str]:
             f"tokens, eval mode, no grad, median of {d.get('rounds')} interleaved rounds, "
             f"{d.get('threads')} threads, torch {d.get('torch')}. bare = the backbone alone; folded = our "
             "trained residual prompt after folding (10 vectors, the MLP gone); peft = PEFT's PromptTuning "
-            "with 10 virtual tokens.", "",
+            "with 10 virtual tokens; bare_plus10 = the backbone alone on 10 more real tokens, the length the "
+            "prompted models run at.", "",
             "| MiniLM-L6 | median ms / batch |", "|---|---|", *rows, "",
             f"folded / PEFT = {d['folded/peft']:.3f}; folded / bare = {d['folded/bare']:.3f} (the prompt adds "
-            f"10 positions to each {t}-token row). Parameters: {d['trainable_params_during_training']:,} "
+            f"10 positions to each {t}-token row)"
+            + (f"; folded / bare_plus10 = {d['folded/bare_plus10']:.3f}" if "folded/bare_plus10" in d else "")
+            + f". Parameters: {d['trainable_params_during_training']:,} "
             f"trainable during training, {d['stored_params_after_folding']:,} stored after folding.", ""]
 
 
