@@ -55,6 +55,8 @@ def test_expansion_ids_and_validation(monkeypatch):
         bench.expand({"name": "g", "experiments": [{"name": "e", "axes": {"colour": ["red"]}}]})
     with pytest.raises(ConfigError, match="not unique"):
         bench.expand({"name": "g", "experiments": [{"name": "e", "axes": {"model": ["a/x", "b/x"]}}]})
+    with pytest.raises(ConfigError, match="notes: expected a list of strings"):
+        bench.load_grid({"name": "g", "notes": "one string", "experiments": [{"name": "e"}]})
     monkeypatch.setenv("BENCH_T", "tiny")
     grid = bench.load_grid({"name": "g", "defaults": {"model": "${BENCH_T}/${NOT_SET:-m}"},
                             "experiments": [{"name": "e"}]})
@@ -252,6 +254,7 @@ def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
                          "torch": "t"})
     grid = bench.load_grid({"name": "b", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "latency": str(latency),
+                            "notes": ["WSC's train split is one class."],
                             "experiments": [{"name": "main", "axes": {
                                 "model": ["enc", "dec"], "task": ["CB"], "method": ["none", "residual", "head_only"]}}]})
     (tmp_path / "res" / "cells").mkdir(parents=True)
@@ -266,5 +269,20 @@ def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
     assert claim1 == ["dec **not confirmed**", "enc **confirmed**"]
     assert "| enc | residual | 10 | 5,000 | 300 | 0.5 ± 0.0 | 900 | 3 |" in lines
     assert "| enc | head_only | 10 | 20 | 20 | 0.5 ± 0.0 | 900 | 3 |" in lines
-    assert "| folded | 120.0 |" in lines
+    assert "| folded | 120.0 |" in lines and "- WSC's train split is one class." in lines
     assert any(ln.startswith("folded / PEFT = 0.992; folded / bare = 1.200") for ln in lines)
+
+
+def test_reference_scores_are_the_constant_predictions(data_root, monkeypatch):
+    """CB val: 23 entailment, 28 contradiction, 5 neutral; FewGLUE CB train: 19 / 10 / 3."""
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    ref = importlib.import_module("reference_scores")
+    monkeypatch.setattr(ref, "_fewglue_dir", lambda: data_root / "fewglue")
+    monkeypatch.setattr(sys.modules["resprompt.data"], "DEFAULT_DATA_DIR", data_root / "superglue")
+    # always contradiction: acc 28/56, macro F1 (2/3 + 0 + 0) / 3; always entailment: 23/56, F1 (46/79) / 3
+    assert ref.constant_scores("CB", None) == {"majority": round(100 * (0.5 + 2 / 9) / 2, 1), "majority_label": 1,
+                                               "train_prior": round(100 * (23 / 56 + 46 / 79 / 3) / 2, 1),
+                                               "train_prior_label": 0, "n": 56}

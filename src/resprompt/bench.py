@@ -8,6 +8,7 @@ Grid file (YAML)::
     plots_dir: docs/img              # default docs/img
     latency: benchmarks/results/inference_latency.json   # optional: benchmarks/inference_latency.py's
                                      # output, shown in the report's cost section
+    notes: ["..."]                   # optional: facts about the data or protocol, printed in the report
     seeds: [1, 2, 3]                 # default seeds of every experiment (default [1])
     defaults:                        # flat settings as ``runconfig.split_settings`` takes them
       model: minilm
@@ -78,7 +79,7 @@ log = logging.getLogger(__name__)
 BASELINES = ("head_only", "peft_prompt_tuning", "peft_p_tuning")
 METHODS = REPARAMS + BASELINES
 ALIASES = {"prompt_length": "num_tokens", "reparam": "method"}
-GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "latency", "defaults", "experiments", "seeds"}
+GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "latency", "notes", "defaults", "experiments", "seeds"}
 EXPERIMENT_KEYS = {"name", "defaults", "axes", "seeds"}
 MAX_TRAIN_RECORDS = 500
 
@@ -109,6 +110,7 @@ class Grid:
     experiments: list[str]
     cells: list[Cell]
     latency: Path | None = None
+    notes: tuple[str, ...] = ()
 
 
 # ----------------------------------------------------------------------------- grid files
@@ -226,11 +228,14 @@ def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None
     data = _expand_env(data)
     name = str(data["name"])
     names, cells = expand(data, overrides)
+    notes = data.get("notes") or []
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise ConfigError(f"grid {source}: notes: expected a list of strings, got {notes!r:.80}")
     return Grid(name, source,
                 Path(results_dir or data.get("results_dir") or f"benchmarks/results/{name}"),
                 Path(report or data.get("report") or "docs/RESULTS.md"),
                 Path(plots_dir or data.get("plots_dir") or "docs/img"), names, cells,
-                Path(data["latency"]) if data.get("latency") else None)
+                Path(data["latency"]) if data.get("latency") else None, tuple(notes))
 
 
 # ----------------------------------------------------------------------------- baselines

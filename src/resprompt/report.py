@@ -427,6 +427,8 @@ def build_report(grid) -> Path:
         f"{h.get('gpu') or h.get('cpu')} ({h.get('cores')} cores, {h.get('torch_threads')} torch threads)"
         for h in map(json.loads, hw)) or DASH),
         "Versions: " + ("; ".join(", ".join(f"{k} {v}" for k, v in json.loads(x).items()) for x in vs) or DASH), ""]
+    if grid.notes:
+        lines += ["## Notes on this grid", "", *(f"- {n}" for n in grid.notes), ""]
     lines += claims_section(list(rows.values()))
     for e, cells in by_exp.items():
         lines += [f"## Experiment `{e}`", ""]
