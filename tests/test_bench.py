@@ -187,7 +187,8 @@ def test_claim_verdicts_and_plots_from_records(tmp_path):
     grid = bench.load_grid({"name": "v", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
                             "experiments": [
-                                {"name": "main", "axes": {"task": ["CB", "RTE"], "method": ["none", "residual"]}},
+                                {"name": "main", "defaults": {"prompt_length": 100},
+                                 "axes": {"task": ["CB", "RTE"], "method": ["none", "residual"]}},
                                 {"name": "lr_robustness", "axes": {"method": ["none", "residual"],
                                                                    "lr": [0.01, 0.3, 10.0]}},
                                 {"name": "bottleneck", "axes": {"bottleneck": [10, 50, 400]}}]})
@@ -203,7 +204,8 @@ def test_claim_verdicts_and_plots_from_records(tmp_path):
     text = build_report(grid).read_text()
     verdict = {ln.split("|")[1].strip(): ln.split("|")[-2].strip() for ln in text.splitlines()
                if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()}
-    assert verdict["1"] == "**confirmed**"  # +10 >= tau = max(0.5, 2) and >= 7 / 2
+    assert verdict["1"] == "**confirmed**"  # +10 at 100 tokens >= tau = max(0.5, 2) and >= 7 / 2
+    assert verdict["2"] == "**not measured yet**"  # no cell at 10 tokens
     assert verdict["4"] == "**confirmed**"  # residual flat over lr
     assert verdict["8"] == "**not measured yet**"  # needs two sizes >= 50: 400 is missing
     assert verdict["3"] == "**not measured yet**"
@@ -238,6 +240,7 @@ def test_more_claim_rules_from_records(tmp_path):
     verdict = {ln.split("|")[1].strip(): ln.split("|")[-2].strip() for ln in text.splitlines()
                if ln.startswith("| ") and ln.split("|")[1].strip().isdigit()}
     assert verdict["2"] == "**not confirmed**"  # -5 at 10 tokens
+    assert verdict["1"] == "**not confirmed**"  # -5 at 100 tokens
     assert verdict["3"] == "**not confirmed**"  # residual at L well below none at 10 L: d < -tau
     assert verdict["5"] == "**confirmed**" and verdict["7"] == "**confirmed**" and verdict["9"] == "**confirmed**"
     assert (tmp_path / "img" / "w-convergence.png").is_file() and (tmp_path / "img" / "w-prompt_length.png").is_file()
@@ -265,8 +268,8 @@ def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
         rec["results"]["trainable_parameters"] = {"none": 300, "residual": 5000, "head_only": 20}[m]
         write_json(tmp_path / "res" / "cells" / f"{c.id}.json", rec)
     lines = build_report(grid).read_text().splitlines()
-    claim1 = [ln.split("|")[3].strip() + " " + ln.split("|")[-2].strip() for ln in lines if ln.startswith("| 1 |")]
-    assert claim1 == ["dec **not confirmed**", "enc **confirmed**"]
+    claim2 = [ln.split("|")[3].strip() + " " + ln.split("|")[-2].strip() for ln in lines if ln.startswith("| 2 |")]
+    assert claim2 == ["dec **not confirmed**", "enc **confirmed**"]  # +-10 at the default 10 tokens
     assert "| enc | residual | 10 | 5,000 | 300 | 0.5 ± 0.0 | 900 | 3 |" in lines
     assert "| enc | head_only | 10 | 20 | 20 | 0.5 ± 0.0 | 900 | 3 |" in lines
     assert "| folded | 120.0 |" in lines and "- WSC's train split is one class." in lines
