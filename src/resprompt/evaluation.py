@@ -16,7 +16,7 @@ import torch
 
 from . import data as data_mod
 from . import tasks as tasks_mod
-from .features import Feature, collate, sorted_batches
+from .features import Feature, collate, merge_single_token_candidates, sorted_batches
 from .model import ResidualPromptModel
 from .runconfig import ConfigError, TrainConfig
 
@@ -90,6 +90,41 @@ def load_split(cfg: TrainConfig, task, family: str, train: bool):
 
 
 @torch.no_grad()
+def decoder_scores(model: ResidualPromptModel, feats: list[Feature], pad_id: int, batch_size: int,
+                   merge: bool = True) -> dict[tuple[int, int], float]:
+    """Mean token log-likelihood of every (instance index, candidate) row of a decoder split.
+
+    With ``merge`` the rows of an instance whose candidates are all one token share one forward
+    pass (``merge_single_token_candidates``); the scores are the same up to float rounding.
+    """
+    device = next(model.parameters()).device
+    if merge:
+        rows, targets = merge_single_token_candidates(feats)
+    else:
+        rows, targets = list(feats), [None] * len(feats)
+    scores: dict[tuple[int, int], float] = {}
+    for idx in sorted_batches([len(f.input_ids) for f in rows], batch_size):
+        batch = collate([rows[i] for i in idx], pad_id, "decoder")
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        logits = model(ids, mask).logits  # [B, T, V]; output j predicts token j + 1 (left padded)
+        merged = [r for r, i in enumerate(idx) if targets[i] is not None]
+        full = [r for r, i in enumerate(idx) if targets[i] is None]
+        if merged:
+            last = logits[merged, -1].float().log_softmax(-1)  # [M, V]: after each prefix's last token
+            for m, r in enumerate(merged):
+                for c, tok in targets[idx[r]]:
+                    scores[(rows[idx[r]].index, c)] = last[m, tok].item()
+        if full:
+            lg, fid = logits[full].float(), ids[full]
+            logp = lg[:, :-1].log_softmax(-1).gather(-1, fid[:, 1:].unsqueeze(-1)).squeeze(-1)
+            sm = batch["score_mask"][full][:, 1:].to(device).float()
+            score = (logp * sm).sum(-1) / sm.sum(-1).clamp(min=1)
+            for k, r in enumerate(full):
+                scores[(rows[idx[r]].index, rows[idx[r]].candidate)] = score[k].item()
+    return scores
+
+
+@torch.no_grad()
 def predict(model: ResidualPromptModel, task, family: str, instances, feats: list[Feature], tokenizer,
             batch_size: int) -> list:
     """Raw predictions in instance order (see the module docstring)."""
@@ -97,10 +132,15 @@ def predict(model: ResidualPromptModel, task, family: str, instances, feats: lis
     model.eval()
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lengths = [len(f.input_ids) for f in feats]
     preds: list = [None] * len(instances)
-    best: dict[int, tuple[float, int]] = {}
-    for idx in sorted_batches(lengths, batch_size):
+    if family == "decoder":
+        best: dict[int, tuple[float, int]] = {}
+        for (i, c), s in sorted(decoder_scores(model, feats, pad_id, batch_size).items()):
+            if i not in best or s > best[i][0]:  # ties go to the first candidate
+                best[i] = (s, c)
+        model.train(was_training)
+        return [best[i][1] for i in range(len(instances))]
+    for idx in sorted_batches([len(f.input_ids) for f in feats], batch_size):
         batch = collate([feats[i] for i in idx], pad_id, family)
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         if family == "encoder":
@@ -108,7 +148,7 @@ def predict(model: ResidualPromptModel, task, family: str, instances, feats: lis
             logits = model(ids, mask, token_type_ids=None if tt is None else tt.to(device)).logits.float()
             for row, i in enumerate(batch["index"].tolist()):
                 preds[i] = (logits[row, 1] - logits[row, 0]).item() if task.choice else int(logits[row].argmax())
-        elif family == "seq2seq":
+        else:
             rows = batch["index"].tolist()
             max_new = 2 + max(len(tokenizer(c)["input_ids"]) for i in rows for c in instances[i].candidates)
             out = model.generate(ids, mask, max_new_tokens=min(max_new, 64), do_sample=False)
@@ -117,17 +157,6 @@ def predict(model: ResidualPromptModel, task, family: str, instances, feats: lis
                 cands = [c.strip().lower() for c in instances[i].candidates]
                 t = text.strip().lower()
                 preds[i] = cands.index(t) if t in cands else -1
-        else:
-            logits = model(ids, mask).logits.float()  # [B, T, V]; output j predicts token j + 1
-            logp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-            sm = batch["score_mask"][:, 1:].to(device).float()
-            score = (logp * sm).sum(-1) / sm.sum(-1).clamp(min=1)
-            for row, (i, c) in enumerate(zip(batch["index"].tolist(), batch["candidate"].tolist())):
-                s = score[row].item()
-                if i not in best or s > best[i][0]:
-                    best[i] = (s, c)
-    if family == "decoder":
-        preds = [best[i][1] for i in range(len(instances))]
     model.train(was_training)
     return preds
 

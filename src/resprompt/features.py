@@ -9,7 +9,8 @@ dynamically to their own longest row (right padding; left for decoders) by ``col
   decodes with ``generate`` and maps the text back to a candidate.
 - decoder: ``source`` + ``candidate`` continuation; the loss covers the candidate tokens only;
   evaluation scores every candidate by its mean token log-likelihood. The source is cut from the
-  left when too long, so the question at its end survives.
+  left when too long, so the question at its end survives. When every candidate of an instance is
+  one token, ``merge_single_token_candidates`` folds its rows into one forward pass.
 """
 
 from __future__ import annotations
@@ -146,3 +147,38 @@ def sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     for s in range(0, len(order), batch_size):
         yield order[s: s + batch_size]
+
+
+def merge_single_token_candidates(feats: Sequence[Feature]) -> tuple[list[Feature], list[list[tuple[int, int]] | None]]:
+    """Folds the scoring rows of a decoder instance into one row when every candidate is one token.
+
+    Rows of one instance that share ``input_ids[:-1]`` and each score only their last token need
+    one forward pass: candidate c's mean log-likelihood is log p(token_c | prefix), read at the
+    prefix's last position. So k candidates cost one row instead of k.
+
+    Args:
+        feats: decoder evaluation features, one per (instance, candidate), as ``featurize`` makes.
+    Returns:
+        (rows, targets): ``rows`` holds, in first-appearance order of the instances, one prefix row
+        per merged instance (its ``input_ids`` = the shared prefix, ``score_mask`` all 0) and the
+        original rows of the others; ``targets[r]`` is [(candidate, token id), ...] for a merged
+        row and None for an original one.
+    """
+    groups: dict[int, list[Feature]] = {}
+    for f in feats:
+        groups.setdefault(f.index, []).append(f)
+    rows: list[Feature] = []
+    targets: list[list[tuple[int, int]] | None] = []
+    for index, group in groups.items():
+        prefix = group[0].input_ids[:-1]
+        mergeable = len(prefix) > 0 and all(
+            f.input_ids[:-1] == prefix and f.score_mask is not None and sum(f.score_mask) == 1
+            and f.score_mask[-1] == 1 for f in group)
+        if mergeable:
+            rows.append(Feature(list(prefix), group[0].label, score_mask=[0] * len(prefix), index=index,
+                                candidate=-1))
+            targets.append([(f.candidate, f.input_ids[-1]) for f in group])
+        else:
+            rows += group
+            targets += [None] * len(group)
+    return rows, targets
