@@ -26,17 +26,9 @@ import torch  # noqa: E402
 
 from resprompt import ResidualPromptConfig, ResidualPromptModel  # noqa: E402
 from resprompt.backbones import load_backbone  # noqa: E402
-from resprompt.evaluation import decoder_scores, load_split, resolve_task  # noqa: E402
+from resprompt.evaluation import best_candidates, decoder_scores, load_split, resolve_task  # noqa: E402
 from resprompt.features import featurize  # noqa: E402
 from resprompt.runconfig import TrainConfig  # noqa: E402
-
-
-def _argmax(scores: dict) -> dict[int, int]:
-    best: dict[int, tuple[float, int]] = {}
-    for (i, c), s in sorted(scores.items()):
-        if i not in best or s > best[i][0]:
-            best[i] = (s, c)
-    return {i: c for i, (_, c) in best.items()}
 
 
 def main() -> int:
@@ -71,7 +63,7 @@ def main() -> int:
             scores[merge] = decoder_scores(model, feats, pad, args.batch_size, merge=merge)
             times[merge].append(time.perf_counter() - t0)
     diff = max(abs(scores[True][k] - scores[False][k]) for k in scores[False])
-    a, b = _argmax(scores[True]), _argmax(scores[False])
+    a, b = best_candidates(scores[True]), best_candidates(scores[False])
     res = {
         "model": args.model, "task": args.task, "data": desc, "instances": len(instances), "rows": len(feats),
         "rounds": args.rounds, "threads": args.threads, "batch_size": args.batch_size,

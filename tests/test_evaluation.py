@@ -49,3 +49,9 @@ def test_merged_scores_equal_one_row_per_candidate():
         with torch.no_grad():
             lp = m(torch.tensor([[1, 5, 6, 7, 12]])).logits[0, -2].log_softmax(-1)[12].item()
         assert abs(merged[(0, 1)] - lp) < 1e-5
+
+
+def test_best_candidates_first_wins_ties():
+    from resprompt.evaluation import best_candidates
+
+    assert best_candidates({(0, 0): -1.0, (0, 1): -0.5, (1, 0): -2.0, (1, 1): -2.0, (1, 2): -3.0}) == {0: 1, 1: 0}

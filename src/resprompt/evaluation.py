@@ -124,6 +124,15 @@ def decoder_scores(model: ResidualPromptModel, feats: list[Feature], pad_id: int
     return scores
 
 
+def best_candidates(scores: dict[tuple[int, int], float]) -> dict[int, int]:
+    """The highest-scoring candidate of each instance (ties go to the first candidate)."""
+    best: dict[int, tuple[float, int]] = {}
+    for (i, c), s in sorted(scores.items()):
+        if i not in best or s > best[i][0]:
+            best[i] = (s, c)
+    return {i: c for i, (_, c) in best.items()}
+
+
 @torch.no_grad()
 def predict(model: ResidualPromptModel, task, family: str, instances, feats: list[Feature], tokenizer,
             batch_size: int) -> list:
@@ -134,12 +143,9 @@ def predict(model: ResidualPromptModel, task, family: str, instances, feats: lis
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     preds: list = [None] * len(instances)
     if family == "decoder":
-        best: dict[int, tuple[float, int]] = {}
-        for (i, c), s in sorted(decoder_scores(model, feats, pad_id, batch_size).items()):
-            if i not in best or s > best[i][0]:  # ties go to the first candidate
-                best[i] = (s, c)
+        best = best_candidates(decoder_scores(model, feats, pad_id, batch_size))
         model.train(was_training)
-        return [best[i][1] for i in range(len(instances))]
+        return [best[i] for i in range(len(instances))]
     for idx in sorted_batches([len(f.input_ids) for f in feats], batch_size):
         batch = collate([feats[i] for i in idx], pad_id, family)
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
