@@ -25,7 +25,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from resprompt import ResidualPromptConfig, ResidualPromptModel  # noqa: E402
-from resprompt.backbones import load_backbone  # noqa: E402
+from resprompt.backbones import BackboneError, load_backbone  # noqa: E402
 from resprompt.evaluation import best_candidates, decoder_scores, load_split, resolve_task  # noqa: E402
 from resprompt.features import featurize  # noqa: E402
 from resprompt.runconfig import TrainConfig  # noqa: E402
@@ -44,9 +44,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(model=args.model, task=args.task, max_eval_examples=args.max_eval or None)
     task = resolve_task(cfg)
-    backbone, tok, family = load_backbone(cfg.model, head="auto", num_labels=task.num_labels)
+    try:
+        backbone, tok, family = load_backbone(cfg.model, head="auto", num_labels=task.num_labels)
+    except BackboneError as e:
+        raise SystemExit(f"decoder_eval_speed.py: --model: {e}") from None
     if family != "decoder":
-        raise SystemExit(f"--model {args.model}: a {family} backbone; this benchmark needs a decoder")
+        raise SystemExit(f"decoder_eval_speed.py: --model {args.model}: {family} backbone; this benchmark needs a decoder")
     torch.manual_seed(0)
     model = ResidualPromptModel(backbone, ResidualPromptConfig(num_tokens=10, init_seed=0)).eval()
     with torch.no_grad():  # a non-trivial prompt network, as after some training

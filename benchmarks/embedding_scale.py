@@ -22,7 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from resprompt.backbones import load_backbone  # noqa: E402
+from resprompt.backbones import BackboneError, load_backbone  # noqa: E402
 
 
 def main() -> int:
@@ -33,7 +33,10 @@ def main() -> int:
     torch.set_num_threads(2)
     rows = []
     for name in args.models:
-        backbone, _, family = load_backbone(name, head="auto", num_labels=2)
+        try:
+            backbone, _, family = load_backbone(name, head="auto", num_labels=2)
+        except BackboneError as e:
+            raise SystemExit(f"embedding_scale.py: --models: {e}") from None
         emb = backbone.get_input_embeddings().weight.detach().float()
         d = emb.shape[1]
         rms = emb.pow(2).mean().sqrt().item()
