@@ -289,3 +289,25 @@ def test_reference_scores_are_the_constant_predictions(data_root, monkeypatch):
     assert ref.constant_scores("CB", None) == {"majority": round(100 * (0.5 + 2 / 9) / 2, 1), "majority_label": 1,
                                                "train_prior": round(100 * (23 / 56 + 46 / 79 / 3) / 2, 1),
                                                "train_prior_label": 0, "n": 56}
+
+
+def test_pivot_average_names_a_partial_row():
+    from types import SimpleNamespace as NS
+
+    from resprompt.report import _pivot
+
+    scores = {("none", "CB"): [50.0, 60.0], ("none", "RTE"): [52.0, 54.0],
+              ("peft", "CB"): [40.0, 44.0], ("residual", "CB"): [48.0, None], ("residual", "RTE"): [None, None]}
+    cells, rows = [], {}
+    for (method, task), values in scores.items():
+        for seed, v in enumerate(values, 1):
+            cid = f"{method}-{task}-{seed}"
+            cells.append(NS(id=cid, axes={"method": method, "task": task}))
+            if v is not None:
+                rows[cid] = NS(best=v)
+    table = _pivot(cells, rows)
+    assert table[0] == "| method | CB | RTE | avg |"
+    assert table[2] == "| none | 55.0 ± 7.1 | 53.0 ± 1.4 | 54.0 |"       # both tasks: plain mean
+    assert table[3] == "| peft | 42.0 ± 2.8 | — | 42.0 (1 of 2) |"       # ran CB only: says so
+    assert table[4] == "| residual | 48.0 | — | — |"                    # RTE declared, not finished
+

@@ -117,7 +117,12 @@ def _experiment_table(cells, rows) -> list[str]:
 
 
 def _pivot(cells, rows) -> list[str]:
-    """Methods x tasks (best, mean ± std) with the average over tasks, like the paper's Table 1."""
+    """Methods x tasks (best, mean ± std) with the average over tasks, like the paper's Table 1.
+
+    A row that ran fewer tasks than the table has columns averages its own tasks and says how many
+    ("53.6 (2 of 3)"): such an average is not comparable with a full row's. A row with a task not
+    finished yet has no average.
+    """
     axes = list(cells[0].axes)
     if "task" not in axes or "method" not in axes:
         return []
@@ -130,6 +135,8 @@ def _pivot(cells, rows) -> list[str]:
     for key, per_task in table.items():
         means = [_ms(per_task[t])[0] for t in tasks if t in per_task]  # over the tasks this row has
         avg = DASH if None in means else f"{statistics.fmean(means):.1f}"
+        if avg != DASH and len(means) < len(tasks):
+            avg += f" ({len(means)} of {len(tasks)})"
         out.append("| " + " | ".join([_v(k) for k in key] + [_fmt(per_task.get(t, [])) for t in tasks] + [avg]) + " |")
     return out
 
