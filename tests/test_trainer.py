@@ -124,3 +124,9 @@ def test_bf16_mixed_precision_runs_on_cpu(tiny_model_dirs, data_root, tmp_path):
     res = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "bf16", data_root, max_steps=2,
                                  mixed_precision="bf16"), PROMPT)
     assert res["steps"] == 2 and res["final"]["n"] == 12
+
+
+def test_unknown_task_is_a_config_error_naming_the_value():
+    with pytest.raises(ConfigError, match=r"unknown task 'CBX'; known tasks: .*CB.*, or custom"):
+        TrainConfig(task="CBX")
+    assert TrainConfig(task="rte").task == "rte" and TrainConfig(task="custom").task == "custom"

@@ -85,6 +85,13 @@ class TrainConfig:
             raise bad("train_source", "superglue, fewglue or hub")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise bad("mixed_precision", "no, fp16 or bf16")
+        if str(self.task).lower() != "custom":
+            from .tasks import get_task
+
+            try:
+                get_task(str(self.task))
+            except ValueError as e:
+                raise ConfigError(f"{e}, or custom") from None
 
 
 def load_yaml(path: str, what: str = "--config") -> dict:
