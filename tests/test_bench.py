@@ -311,3 +311,35 @@ def test_pivot_average_names_a_partial_row():
     assert table[3] == "| peft | 42.0 ± 2.8 | — | 42.0 (1 of 2) |"       # ran CB only: says so
     assert table[4] == "| residual | 48.0 | — | — |"                    # RTE declared, not finished
 
+
+
+def test_step_0_column_area_and_mixed_axis_panels(tmp_path):
+    from types import SimpleNamespace as NS
+
+    from resprompt.report import Row, _experiment_table, _plot_panels
+
+    grid = bench.load_grid({"name": "c", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
+                            "plots_dir": str(tmp_path / "img"), "seeds": [1, 2], "defaults": {"model": "m"},
+                            "experiments": [
+                                {"name": "convergence", "axes": {"task": ["CB"], "method": ["none", "residual"]}},
+                                {"name": "convergence", "axes": {"model": ["m2"], "task": ["COPA"],
+                                                                 "method": ["residual"]}}]})
+    rows = {}
+    for c in grid.cells:
+        rec = _fake(c, 60.0 + c.seed)
+        if c.axes.get("model") == "m2":  # run with --eval-at-start: the curve starts at step 0
+            rec["results"]["initial"] = {"score": 0.40 + c.seed / 100}
+            rec["eval_curve"] = [[0, 0.1], [1, 0.5], [2, 0.6]]
+        rows[c.id] = Row(c, rec)
+    two = [c for c in grid.cells if "model" in c.axes]
+    assert rows[two[0].id].auc == pytest.approx(55.0)  # step 0 drawn, not averaged
+    assert rows[two[0].id].initial == pytest.approx(41.0)
+    table = _experiment_table(two, rows)
+    assert table[0] == "| model | task | method | best | last | step 0 | seeds | 1 ex. |"
+    assert table[2] == "| m2 | COPA | residual | 61.5 ± 0.7 | 61.5 ± 0.7 | 41.5 ± 0.7 | 2/2 | 2.00 |"
+    one = [c for c in grid.cells if "model" not in c.axes]
+    assert "step 0" not in _experiment_table(one, rows)[0]  # no cell ran it: no column
+    panels = _plot_panels(grid.cells, rows)
+    assert {p: {m: len(cs) for m, cs in d.items()} for p, d in panels.items()} == {
+        (("task", "CB"),): {"none": 2, "residual": 2}, (("model", "m2"), ("task", "COPA")): {"residual": 2}}
+    assert _plot_panels(grid.cells, {k: NS() for k in list(rows)[:1]}, x="lr") == {}  # no lr axis: nothing

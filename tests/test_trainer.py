@@ -130,3 +130,32 @@ def test_unknown_task_is_a_config_error_naming_the_value():
     with pytest.raises(ConfigError, match=r"unknown task 'CBX'; known tasks: .*CB.*, or custom"):
         TrainConfig(task="CBX")
     assert TrainConfig(task="rte").task == "rte" and TrainConfig(task="custom").task == "custom"
+
+
+def test_eval_at_start_records_step_0_and_changes_nothing_else(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    kw = dict(epochs=3, checkpoint_every=2)
+    plain = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "plain", data_root, **kw), PROMPT)
+    with0 = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "with0", data_root, eval_at_start=True, **kw),
+                              PROMPT)
+    assert plain["initial"] is None and set(with0["initial"]) >= {"accuracy", "f1_macro", "score"}
+    # the step-0 evaluation draws no random numbers and is never the kept prompt
+    for key in ("best", "best_step", "final", "steps"):
+        assert with0[key] == plain[key]
+    evals = [json.loads(x) for x in (tmp_path / "with0" / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in evals if x["type"] == "eval"]
+    assert [x["step"] for x in evals] == [0, 6, 12, 18]
+    assert evals[0]["initial"] is True and evals[0]["best"] is False and evals[0]["score"] == with0["initial"]["score"]
+    assert evals[1]["best"] is True  # the first trained evaluation is best even if it scores below step 0
+
+    # a resumed run keeps the step-0 scores and does not evaluate step 0 again
+    monkeypatch.setattr(trainer_mod, "_after_step", lambda step: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if step == 9 else None)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "cut", data_root, eval_at_start=True, **kw), PROMPT)
+    monkeypatch.setattr(trainer_mod, "_after_step", lambda step: None)
+    resumed = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "cut", data_root, eval_at_start=True,
+                                     resume=True, **kw), PROMPT)
+    assert resumed["initial"] == with0["initial"] and resumed["final"] == with0["final"]
+    steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["type"] == "eval"]
+    assert steps.count(0) == 1

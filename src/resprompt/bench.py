@@ -96,7 +96,10 @@ class Cell:
     def key(self) -> str:
         """Hash of the resolved configurations: equal keys train exactly the same thing."""
         cfg, prompt_cfg, method = configs(self.settings)
-        blob = json.dumps([method, dataclasses.asdict(cfg), prompt_cfg.to_dict()], sort_keys=True, default=str)
+        train = dataclasses.asdict(cfg)
+        if not train["eval_at_start"]:  # an option added later: off, it leaves the keys of older cells as they were
+            del train["eval_at_start"]
+        blob = json.dumps([method, train, prompt_cfg.to_dict()], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

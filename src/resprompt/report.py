@@ -47,7 +47,10 @@ class Row:
         self.last = _pts(res.get("final"))
         n = (res.get("final") or res.get("best") or {}).get("n") or res.get("eval_examples")
         self.ex = 100.0 / n if n else None
-        curve = [v for _, v in rec.get("eval_curve", []) if v is not None]
+        self.initial = _pts(res.get("initial"))
+        # step 0 (the untrained prompt, --eval-at-start) is drawn but not averaged: the area stays
+        # comparable between cells run with and without it
+        curve = [v for step, v in rec.get("eval_curve", []) if v is not None and step > 0]
         self.auc = 100 * statistics.fmean(curve) if curve else None
 
     def get(self, key):
@@ -104,15 +107,19 @@ def _points(cells):
 
 
 def _experiment_table(cells, rows) -> list[str]:
+    """One line per point (seeds pooled): best, last and, for cells run with --eval-at-start, the
+    untrained prompt's score (step 0)."""
     axes = list(cells[0].axes)
-    out = ["| " + " | ".join(axes + ["best", "last", "seeds", "1 ex."]) + " |",
-           "|" + "---|" * (len(axes) + 4)]
+    step0 = any(rows[c.id].initial is not None for c in cells if c.id in rows)
+    cols = ["best", "last"] + (["step 0"] if step0 else []) + ["seeds", "1 ex."]
+    out = ["| " + " | ".join(axes + cols) + " |", "|" + "---|" * (len(axes) + len(cols))]
     for point, group in _points(cells).items():
         got = [rows[c.id] for c in group if c.id in rows]
         ex = _ms([r.ex for r in got])[0]
         out.append("| " + " | ".join([_v(v) for _, v in point] + [
-            _fmt([r.best for r in got]), _fmt([r.last for r in got]), f"{len(got)}/{len(group)}",
-            DASH if ex is None else f"{ex:.2f}"]) + " |")
+            _fmt([r.best for r in got]), _fmt([r.last for r in got])]
+            + ([_fmt([r.initial for r in got])] if step0 else [])
+            + [f"{len(got)}/{len(group)}", DASH if ex is None else f"{ex:.2f}"]) + " |")
     return out
 
 
@@ -347,6 +354,19 @@ def claims_section(rows) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- plots
+def _plot_panels(cells, rows, x=None) -> dict:
+    """Finished cells as {panel: {method: [cells]}}, a panel per value of the axes other than method
+    and ``x`` (the plot's x axis; None for convergence curves). Blocks of one experiment may declare
+    different axes (convergence on MiniLM by task, on SmolLM2 by model and task): each gets its panels;
+    a cell without the ``x`` axis is left out."""
+    data = defaultdict(lambda: defaultdict(list))
+    for c in cells:
+        if c.id in rows and (x is None or x in c.axes):
+            panel = tuple((a, v) for a, v in c.axes.items() if a not in ("method", x))
+            data[panel][c.axes.get("method", c.settings.get("method"))].append(c)
+    return data
+
+
 def _plot(grid, exp, cells, rows) -> Path | None:
     import matplotlib
 
@@ -355,17 +375,11 @@ def _plot(grid, exp, cells, rows) -> Path | None:
 
     from .bench import canonical
 
-    axes = list(cells[0].axes)
-    cells = [c for c in cells if list(c.axes) == axes]
     conv = exp == "convergence"
-    x = next((a for a in axes if next(iter(canonical({a: 0}))) in X_AXES), None)
+    x = next((a for a in cells[0].axes if next(iter(canonical({a: 0}))) in X_AXES), None)
     if not conv and x is None:
         return None
-    panel_axes = [a for a in axes if a not in ("method", x)]
-    data = defaultdict(lambda: defaultdict(list))
-    for c in cells:
-        if c.id in rows:
-            data[tuple(c.axes[a] for a in panel_axes)][c.axes.get("method", c.settings.get("method"))].append(c)
+    data = _plot_panels(cells, rows, x)
     if not data:
         return None
     fig, subs = plt.subplots(1, len(data), figsize=(4.5 * len(data), 3.4), squeeze=False)
@@ -391,7 +405,7 @@ def _plot(grid, exp, cells, rows) -> Path | None:
             ax.set_xscale("log")
         ax.set_xlabel("step" if conv else x)
         ax.set_ylabel("validation score (points)" + (", mean over seeds" if conv else ", best"))
-        ax.set_title(", ".join(f"{a}={_v(v)}" for a, v in zip(panel_axes, panel)) or exp, fontsize=9)
+        ax.set_title(", ".join(f"{a}={_v(v)}" for a, v in panel) or exp, fontsize=9)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -54,6 +54,7 @@ class TrainConfig:
     max_length: int = _f(256, "Maximum text tokens per example (also capped by the model beside the prompt).")
     pad_to_max_length: bool = _f(False, "Pad every batch to --max-length (slow; the default pads each batch to its longest row).")
     eval_every: int | None = _f(None, "Evaluate every N optimizer steps (default: every epoch).")
+    eval_at_start: bool = _f(False, "Also evaluate the untrained prompt before the first step (step 0; recorded as 'initial', never selected as best).")
     patience: int | None = _f(None, "Stop after N evaluations without improvement.")
     checkpoint_every: int | None = _f(None, "Also write the resumable checkpoint every N steps.")
     resume: bool = _f(False, "Continue from OUT/checkpoint.")

@@ -47,6 +47,7 @@ class Progress:
     evals_since_best: int = 0
     elapsed: float = 0.0
     stopped_early: bool = False
+    initial_metrics: dict | None = None  # the untrained prompt's scores (--eval-at-start)
 
 
 def make_optimizer(model: ResidualPromptModel, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -211,6 +212,14 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
 
     start_segment = [time.perf_counter()]
     model.train()
+    if cfg.eval_at_start and prog.step == 0 and prog.initial_metrics is None:
+        # The untrained prompt: how much the backbone (and a decoder's verbaliser) gives for free.
+        # A reference point only, not a candidate for the best prompt; it consumes no random numbers.
+        metrics = {}
+        if main:
+            metrics, _ = evaluate(core, task, family, eval_inst, eval_feats, tokenizer, cfg.eval_batch_size)
+        prog.initial_metrics = metrics
+        logger({"type": "eval", "step": 0, "epoch": 0, **metrics, "initial": True, "best": False})
     done = prog.step >= total_steps or prog.stopped_early
     bar = None
     if cfg.progress and main:
@@ -280,6 +289,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
         "task": task.name, "model": cfg.model, "family": family, "method": prompt_cfg.reparam,
         "num_tokens": prompt_cfg.num_tokens, "seed": cfg.seed,
         "best": prog.best_metrics, "best_step": prog.best_step, "final": final, "steps": prog.step,
+        "initial": prog.initial_metrics,
         "epochs_completed": prog.epoch, "stopped_early": prog.stopped_early,
         "train_examples": len(train_inst), "eval_examples": len(eval_inst),
         "trainable_parameters": core.num_trainable(), "wall_time_s": round(prog.elapsed, 3),
