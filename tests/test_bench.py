@@ -266,11 +266,13 @@ def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
         s = 60.0 + c.seed + {"none": 0, "head_only": 0, "residual": 10 if model == "enc" else -10}[m]
         rec = _fake(c, s)
         rec["results"]["trainable_parameters"] = {"none": 300, "residual": 5000, "head_only": 20}[m]
+        if model == "enc" and m == "residual" and c.seed == 3:  # one step: its s/step times evaluations
+            rec["results"]["steps"], rec["s_per_step"] = 1, 60.0
         write_json(tmp_path / "res" / "cells" / f"{c.id}.json", rec)
     lines = build_report(grid).read_text().splitlines()
     claim2 = [ln.split("|")[3].strip() + " " + ln.split("|")[-2].strip() for ln in lines if ln.startswith("| 2 |")]
     assert claim2 == ["dec **not confirmed**", "enc **confirmed**"]  # +-10 at the default 10 tokens
-    assert "| enc | residual | 10 | 5,000 | 300 | 0.5 ± 0.0 | 900 | 3 |" in lines
+    assert "| enc | residual | 10 | 5,000 | 300 | 0.5 ± 0.0 | 900 | 3 |" in lines  # the 1-step cell not timed
     assert "| enc | head_only | 10 | 20 | 20 | 0.5 ± 0.0 | 900 | 3 |" in lines
     assert "| folded | 120.0 |" in lines and "- WSC's train split is one class." in lines
     assert any(ln.startswith("folded / PEFT = 0.992; folded / bare = 1.200") for ln in lines)

@@ -148,6 +148,9 @@ def _pivot(cells, rows) -> list[str]:
     return out
 
 
+MIN_TIMED_STEPS = 5  # a cell of fewer steps (the `untrained` cells: one) times its evaluations, not training
+
+
 def _cost_table(rows) -> list[str]:
     """One row per (model, method, prompt length). Stored after folding = the prompt's n x d vectors
     plus the trained head, i.e. the trainable count of the plain-prompt (``none``) cell of the same
@@ -167,7 +170,8 @@ def _cost_table(rows) -> list[str]:
     for (model, method, n), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]), kv[0][2] or 0)):
         params = [r.rec["results"].get("trainable_parameters") for r in rs]
         stored = params if method == "head_only" else [plain.get((model, r.get("task"), n)) for r in rs]
-        sps = [r.rec.get("s_per_step") for r in rs if r.rec.get("s_per_step") and not r.rec.get("reused_from")]
+        sps = [r.rec.get("s_per_step") for r in rs if r.rec.get("s_per_step") and not r.rec.get("reused_from")
+               and (r.rec["results"].get("steps") or 0) >= MIN_TIMED_STEPS]
         peak = [r.rec.get("peak_memory_mb") or 0 for r in rs]
         out.append(f"| {Path(model).name} | {method} | {n} | {span(params)} | {span(stored)} | "
                    f"{_fmt(sps) if sps else DASH} | {max(peak):.0f} | {len(rs)} |")
@@ -474,7 +478,7 @@ def build_report(grid) -> Path:
         if path is not None:
             lines += [f"![{e}]({Path(os.path.relpath(path, report.parent)).as_posix()})", ""]
     lines += ["## Cost", "", "Trainable parameters; seconds per optimizer step = the trainer's wall time / steps, "
-              "evaluations included (mean ± std over the cells that trained); peak memory (max over cells; CPU: "
+              f"evaluations included (mean ± std over the cells that trained at least {MIN_TIMED_STEPS} steps); peak memory (max over cells; CPU: "
               "peak resident set size of the process during the cell, GPU: allocated tensors).", "",
               *_cost_table(rows), "", *_latency_section(grid)]
     bad = [(cid, rec) for cid, rec in failed.items() if cid not in rows]
