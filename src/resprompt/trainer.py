@@ -185,11 +185,13 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
     pad_to = max_len if cfg.pad_to_max_length else None
     train_time, train_tokens = 0.0, 0
 
+    def scores() -> dict:
+        """The current prompt's validation metrics, on the main process ({} elsewhere)."""
+        return evaluate(core, task, family, eval_inst, eval_feats, tokenizer, cfg.eval_batch_size)[0] if main else {}
+
     def run_eval() -> bool:
         """Evaluates, keeps the best folded prompt, checkpoints; returns True to stop early."""
-        metrics = {}
-        if main:
-            metrics, _ = evaluate(core, task, family, eval_inst, eval_feats, tokenizer, cfg.eval_batch_size)
+        metrics = scores()
         score = broadcast(torch.tensor([metrics.get("score", 0.0)], device=accelerator.device)).item()
         improved = score > prog.best_score
         if improved:
@@ -215,11 +217,8 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
     if cfg.eval_at_start and prog.step == 0 and prog.initial_metrics is None:
         # The untrained prompt: how much the backbone (and a decoder's verbaliser) gives for free.
         # A reference point only, not a candidate for the best prompt; it consumes no random numbers.
-        metrics = {}
-        if main:
-            metrics, _ = evaluate(core, task, family, eval_inst, eval_feats, tokenizer, cfg.eval_batch_size)
-        prog.initial_metrics = metrics
-        logger({"type": "eval", "step": 0, "epoch": 0, **metrics, "initial": True, "best": False})
+        prog.initial_metrics = scores()
+        logger({"type": "eval", "step": 0, "epoch": 0, **prog.initial_metrics, "initial": True, "best": False})
     done = prog.step >= total_steps or prog.stopped_early
     bar = None
     if cfg.progress and main:
@@ -281,9 +280,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
             prog.micro_in_epoch = 0
     if bar is not None:
         bar.close()
-    final = None
-    if main:
-        final, _ = evaluate(core, task, family, eval_inst, eval_feats, tokenizer, cfg.eval_batch_size)
+    final = scores() if main else None
     prog.elapsed += time.perf_counter() - start_segment[0]
     results = {
         "task": task.name, "model": cfg.model, "family": family, "method": prompt_cfg.reparam,
