@@ -159,3 +159,10 @@ def test_eval_at_start_records_step_0_and_changes_nothing_else(tiny_model_dirs, 
     steps = [json.loads(x)["step"] for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["type"] == "eval"]
     assert steps.count(0) == 1
+
+
+@pytest.mark.parametrize("name", ["eval_at_start", "overwrite", "tensorboard"])
+def test_bool_fields_reject_non_bools(name):
+    with pytest.raises(ConfigError, match=rf"{name.replace('_', '-')}='maybe' is invalid: expected true or false"):
+        TrainConfig(**{name: "maybe"})
+    assert getattr(TrainConfig(**{name: True}), name) is True

@@ -68,6 +68,9 @@ class TrainConfig:
         def bad(name, allowed):
             return ConfigError(f"{name.replace('_', '-')}={getattr(self, name)!r} is invalid: expected {allowed}")
 
+        for f in dataclasses.fields(self):  # a YAML "no" in quotes or a typo would otherwise read as True
+            if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
+                raise bad(f.name, "true or false")
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
