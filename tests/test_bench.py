@@ -278,6 +278,33 @@ def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
     assert any(ln.startswith("folded / PEFT = 0.992; folded / bare = 1.200") for ln in lines)
 
 
+def test_claim_two_judged_separately_on_the_full_training_set(tmp_path):
+    from resprompt.io import write_json
+    from resprompt.report import build_report
+
+    grid = bench.load_grid({"name": "f", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
+                            "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
+                            "experiments": [
+                                {"name": "main", "axes": {"method": ["none", "residual"]}},
+                                {"name": "full_train", "defaults": {"train_source": "superglue"},
+                                 "axes": {"method": ["none", "residual"]}}]})
+    (tmp_path / "res" / "cells").mkdir(parents=True)
+    for c in grid.cells:  # FewGLUE cells: residual 5 below; full training set: residual 5 above
+        sign = 1 if c.experiment == "full_train" else -1
+        s = 60.0 + c.seed + sign * 5 * (c.settings["method"] == "residual")
+        write_json(tmp_path / "res" / "cells" / f"{c.id}.json", _fake(c, s))
+    rows = [ln.split("|") for ln in build_report(grid).read_text().splitlines() if ln.startswith("| 2 |")]
+    assert [(r[4].split()[0], r[-2].strip()) for r in rows] == [("main,", "**not confirmed**"),
+                                                               ("full_train", "**confirmed**")]
+    assert "d = +5.0" in rows[1][6] and "d = -5.0" in rows[0][6]
+
+    for f in (tmp_path / "res" / "cells").glob("full_train*"):  # not run: no second row for claim 2
+        f.unlink()
+    text = build_report(grid).read_text()
+    assert sum(ln.startswith("| 2 |") for ln in text.splitlines()) == 1
+    assert sum(ln.startswith("| 3 |") for ln in text.splitlines()) == 1  # unmeasured: one "not measured yet"
+
+
 def test_reference_scores_are_the_constant_predictions(data_root, monkeypatch):
     """CB val: 23 entailment, 28 contradiction, 5 neutral; FewGLUE CB train: 19 / 10 / 3."""
     import importlib
