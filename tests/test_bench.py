@@ -171,6 +171,28 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root
     assert [s for s, _ in rec["eval_curve"]] == [2, 4]
 
 
+def test_shipped_grids_validate_and_a_paper_cell_runs_on_t5(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    """Every cell of the shipped grids validates; paper.yaml's protocol holds and one of its T5 cells runs."""
+    for name in ("smoke", "small", "paper"):
+        assert bench.load_grid(str(SMOKE.parent / f"{name}.yaml")).cells
+    monkeypatch.setenv("RESPROMPT_PAPER_MODEL", tiny_model_dirs["t5"])
+    monkeypatch.setenv("RESPROMPT_PAPER_ENCODER", tiny_model_dirs["bert"])
+    paper = bench.load_grid(str(SMOKE.parent / "paper.yaml"))
+    main = [c for c in paper.cells if c.experiment == "main"]
+    assert {(c.settings["epochs"], c.settings["batch_size"], c.settings["lr"]) for c in main} == {(20, 8, 0.3)}
+    assert {c.settings["num_tokens"] for c in main} == {10, 100} and {c.seed for c in main} == {1, 2, 3}
+    assert {c.settings["train_source"] for c in main} == {"superglue", "hub"}  # full training sets
+    cell = "main__model=t5__task=CB__prompt_length=10__method=residual__seed=1"
+    assert cell in {c.id for c in main}
+    small = {"data_dir": str(data_root / "superglue"), "max_steps": 2, "max_train_examples": 8,
+             "max_eval_examples": 8, "batch_size": 4, "eval_batch_size": 8, "eval_every": 1, "max_length": 48}
+    assert bench.run_grid(str(SMOKE.parent / "paper.yaml"), str(tmp_path / "res"), only=cell, overrides=small,
+                          report=str(tmp_path / "R.md"), plots_dir=str(tmp_path / "img")) == 0
+    rec = json.loads((tmp_path / "res" / "cells" / f"{cell}.json").read_text())
+    assert rec["settings"]["epochs"] == 20 and rec["results"]["steps"] == 2 and rec["results"]["num_tokens"] == 10
+    assert rec["settings"]["train_source"] == "superglue" and 0 <= rec["results"]["best"]["score"] <= 1
+
+
 def _fake(cell, best, n=50, curve=(0.5, 0.6)):
     res = {"best": {"score": best / 100, "n": n}, "final": {"score": best / 100, "n": n}, "num_tokens": 10,
            "trainable_parameters": 1000, "steps": 8}
