@@ -166,3 +166,15 @@ def test_bool_fields_reject_non_bools(name):
     with pytest.raises(ConfigError, match=rf"{name.replace('_', '-')}='maybe' is invalid: expected true or false"):
         TrainConfig(**{name: "maybe"})
     assert getattr(TrainConfig(**{name: True}), name) is True
+
+
+def test_each_evaluation_logs_the_norm_of_the_prompt_the_backbone_sees(tiny_model_dirs, data_root, tmp_path):
+    from safetensors.torch import load_file
+
+    trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "n", data_root, eval_at_start=True, epochs=2), PROMPT)
+    evals = [json.loads(x) for x in (tmp_path / "n" / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in evals if x["type"] == "eval"]
+    norms = [x["prompt_norm"] for x in evals]
+    assert len(norms) == 3 and min(norms) > 0 and len(set(norms)) == 3  # step 0, then a moving prompt
+    kept = load_file(str(tmp_path / "n" / "best" / "prompt.safetensors"))["prompt"]  # folded P' [n, d]
+    assert [x for x in evals if x["best"]][-1]["prompt_norm"] == round(float(kept.norm(dim=-1).mean()), 4)

@@ -189,6 +189,14 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
         """The current prompt's validation metrics, on the main process ({} elsewhere)."""
         return evaluate(core, task, family, eval_inst, eval_feats, tokenizer, cfg.eval_batch_size)[0] if main else {}
 
+    def prompt_norm() -> dict:
+        """{"prompt_norm": mean L2 norm of the prompt vectors the backbone sees}, P' as folded (eval
+        mode); {} for models without a foldable prompt (the PEFT and head-only baselines)."""
+        if not main or not hasattr(core, "fold"):
+            return {}
+        prompt = core.fold()  # [n, d]
+        return {"prompt_norm": round(float(prompt.norm(dim=-1).mean()), 4)} if prompt.numel() else {}
+
     def run_eval() -> bool:
         """Evaluates, keeps the best folded prompt, checkpoints; returns True to stop early."""
         metrics = scores()
@@ -200,7 +208,7 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
                 core.save_pretrained(out / "best")
         else:
             prog.evals_since_best += 1
-        logger({"type": "eval", "step": prog.step, "epoch": prog.epoch, **metrics, "best": improved})
+        logger({"type": "eval", "step": prog.step, "epoch": prog.epoch, **metrics, **prompt_norm(), "best": improved})
         prog.stopped_early = cfg.patience is not None and prog.evals_since_best >= cfg.patience
         checkpoint()
         return prog.stopped_early
@@ -218,7 +226,8 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None) 
         # The untrained prompt: how much the backbone (and a decoder's verbaliser) gives for free.
         # A reference point only, not a candidate for the best prompt; it consumes no random numbers.
         prog.initial_metrics = scores()
-        logger({"type": "eval", "step": 0, "epoch": 0, **prog.initial_metrics, "initial": True, "best": False})
+        logger({"type": "eval", "step": 0, "epoch": 0, **prog.initial_metrics, **prompt_norm(), "initial": True,
+                "best": False})
     done = prog.step >= total_steps or prog.stopped_early
     bar = None
     if cfg.progress and main:
