@@ -381,15 +381,17 @@ def test_step_0_column_area_and_mixed_axis_panels(tmp_path):
         if c.axes.get("model") == "m2":  # run with --eval-at-start: the curve starts at step 0
             rec["results"]["initial"] = {"score": 0.40 + c.seed / 100}
             rec["eval_curve"] = [[0, 0.1], [1, 0.5], [2, 0.6]]
+            rec["metrics"] = [{"type": "train", "step": 1}] + [  # prompt norms: 3 -> 4 + seed (mean 5.5)
+                {"type": "eval", "step": i, "prompt_norm": 3.0 + i * (1 + c.seed) / 2} for i in range(3)]
         rows[c.id] = Row(c, rec)
     two = [c for c in grid.cells if "model" in c.axes]
     assert rows[two[0].id].auc == pytest.approx(55.0)  # step 0 drawn, not averaged
     assert rows[two[0].id].initial == pytest.approx(41.0)
     table = _experiment_table(two, rows)
-    assert table[0] == "| model | task | method | best | last | step 0 | seeds | 1 ex. |"
-    assert table[2] == "| m2 | COPA | residual | 61.5 ± 0.7 | 61.5 ± 0.7 | 41.5 ± 0.7 | 2/2 | 2.00 |"
+    assert table[0] == "| model | task | method | best | last | step 0 | ‖P'‖ first → last eval | seeds | 1 ex. |"
+    assert table[2] == "| m2 | COPA | residual | 61.5 ± 0.7 | 61.5 ± 0.7 | 41.5 ± 0.7 | 3.0 → 5.5 | 2/2 | 2.00 |"
     one = [c for c in grid.cells if "model" not in c.axes]
-    assert "step 0" not in _experiment_table(one, rows)[0]  # no cell ran it: no column
+    assert "step 0" not in _experiment_table(one, rows)[0] and "P'" not in _experiment_table(one, rows)[0]
     panels = _plot_panels(grid.cells, rows)
     assert {p: {m: len(cs) for m, cs in d.items()} for p, d in panels.items()} == {
         (("task", "CB"),): {"none": 2, "residual": 2}, (("model", "m2"), ("task", "COPA")): {"residual": 2}}

@@ -52,6 +52,10 @@ class Row:
         # comparable between cells run with and without it
         curve = [v for step, v in rec.get("eval_curve", []) if v is not None and step > 0]
         self.auc = 100 * statistics.fmean(curve) if curve else None
+        # mean L2 norm of the prompt vectors the backbone sees, at the first and the last evaluation
+        # (logged since 2026-11-30; None for older cells and for the PEFT / head-only baselines)
+        norms = [x["prompt_norm"] for x in rec.get("metrics", []) if x.get("type") == "eval" and "prompt_norm" in x]
+        self.norm_first, self.norm_last = (norms[0], norms[-1]) if norms else (None, None)
 
     def get(self, key):
         from .bench import configs
@@ -111,7 +115,9 @@ def _experiment_table(cells, rows) -> list[str]:
     untrained prompt's score (step 0)."""
     axes = list(cells[0].axes)
     step0 = any(rows[c.id].initial is not None for c in cells if c.id in rows)
-    cols = ["best", "last"] + (["step 0"] if step0 else []) + ["seeds", "1 ex."]
+    norm = any(rows[c.id].norm_first is not None for c in cells if c.id in rows)
+    cols = ["best", "last"] + (["step 0"] if step0 else []) + (["‖P'‖ first → last eval"] if norm else []) \
+        + ["seeds", "1 ex."]
     out = ["| " + " | ".join(axes + cols) + " |", "|" + "---|" * (len(axes) + len(cols))]
     for point, group in _points(cells).items():
         got = [rows[c.id] for c in group if c.id in rows]
@@ -119,8 +125,15 @@ def _experiment_table(cells, rows) -> list[str]:
         out.append("| " + " | ".join([_v(v) for _, v in point] + [
             _fmt([r.best for r in got]), _fmt([r.last for r in got])]
             + ([_fmt([r.initial for r in got])] if step0 else [])
+            + ([_norms(got)] if norm else [])
             + [f"{len(got)}/{len(group)}", DASH if ex is None else f"{ex:.2f}"]) + " |")
     return out
+
+
+def _norms(rows) -> str:
+    """Mean over seeds of the prompt norm at the first and the last evaluation: "6.9 → 12.3"."""
+    first, last = _ms([r.norm_first for r in rows])[0], _ms([r.norm_last for r in rows])[0]
+    return DASH if first is None else f"{first:.1f} → {last:.1f}"
 
 
 def _pivot(cells, rows) -> list[str]:
