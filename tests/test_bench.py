@@ -392,6 +392,8 @@ def test_step_0_column_area_and_mixed_axis_panels(tmp_path):
     assert table[2] == "| m2 | COPA | residual | 61.5 ± 0.7 | 61.5 ± 0.7 | 41.5 ± 0.7 | 3.0 → 5.5 | 2/2 | 2.00 |"
     one = [c for c in grid.cells if "model" not in c.axes]
     assert "step 0" not in _experiment_table(one, rows)[0] and "P'" not in _experiment_table(one, rows)[0]
+    rows[two[1].id].norm_first = rows[two[1].id].norm_last = None  # seed 2 ran before norms were logged
+    assert "| 3.0 → 5.0 (1 of 2) |" in _experiment_table(two, rows)[2]
     panels = _plot_panels(grid.cells, rows)
     assert {p: {m: len(cs) for m, cs in d.items()} for p, d in panels.items()} == {
         (("task", "CB"),): {"none": 2, "residual": 2}, (("model", "m2"), ("task", "COPA")): {"residual": 2}}

@@ -131,9 +131,11 @@ def _experiment_table(cells, rows) -> list[str]:
 
 
 def _norms(rows) -> str:
-    """Mean over seeds of the prompt norm at the first and the last evaluation: "6.9 → 12.3"."""
-    first, last = _ms([r.norm_first for r in rows])[0], _ms([r.norm_last for r in rows])[0]
-    return DASH if first is None else f"{first:.1f} → {last:.1f}"
+    """Mean over seeds of the prompt norm at the first and the last evaluation: "6.9 → 12.3", with
+    "(2 of 3)" when some seeds ran before the norm was logged."""
+    first, last, k = _ms([r.norm_first for r in rows])[0], _ms([r.norm_last for r in rows])[0], \
+        sum(r.norm_first is not None for r in rows)
+    return DASH if first is None else f"{first:.1f} → {last:.1f}" + (f" ({k} of {len(rows)})" if k < len(rows) else "")
 
 
 def _pivot(cells, rows) -> list[str]:
