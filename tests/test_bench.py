@@ -398,3 +398,24 @@ def test_step_0_column_area_and_mixed_axis_panels(tmp_path):
     assert {p: {m: len(cs) for m, cs in d.items()} for p, d in panels.items()} == {
         (("task", "CB"),): {"none": 2, "residual": 2}, (("model", "m2"), ("task", "COPA")): {"residual": 2}}
     assert _plot_panels(grid.cells, {k: NS() for k in list(rows)[:1]}, x="lr") == {}  # no lr axis: nothing
+
+
+def test_compare_cells_finds_where_two_runs_part(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    cc = importlib.import_module("compare_cells")
+    assert cc.first_divergence([1.0, 2.0, 3.0], [1.0, 2.00005, 3.1], 1e-4) == 3
+    assert cc.first_divergence([1.0, 2.0], [1.0, 2.0, 9.0], 1e-4) is None  # common length only
+    rec = {"cell_id": "a", "hardware": {"cpu": "x"}, "versions": {}, "results": {"best": {"score": 0.5}},
+           "metrics": [{"type": "train", "step": 1, "loss": 1.0}, {"type": "train", "step": 2, "loss": 0.5},
+                       {"type": "eval", "step": 2, "score": 0.5, "prompt_norm": 7.0}]}
+    other = json.loads(json.dumps(rec))
+    other["metrics"][1]["loss"] = 0.4
+    for name, r in (("a.json", rec), ("b.json", other)):
+        (tmp_path / name).write_text(json.dumps(r))
+    assert cc.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "first differ by more than 0.0001 at step 2" in out and "2 | 50.0 | 50.0 | 7.0 | 7.0" in out
+    assert cc.main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
+    assert "cannot read cell record" in capsys.readouterr().err
