@@ -148,6 +148,18 @@ def test_prompt_from_other_backbone_refused(trained, tiny_model_dirs, data_root,
     assert code == 2 and "embedding_fingerprint" in err and "Traceback" not in err
 
 
+def test_cli_flushes_subnormal_floats(tmp_path, capsys):
+    import torch
+
+    try:
+        assert main(["bench", str(tmp_path / "missing.yaml")]) == 2
+        assert float(torch.tensor([1e-39]) * 1.0) == 0.0  # subnormal flushed to zero
+    finally:
+        torch.set_flush_denormal(False)
+    assert float(torch.tensor([1e-39]) * 1.0) > 0.0
+    assert "missing.yaml" in capsys.readouterr().err
+
+
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "resprompt.cli", "eval", "--model", "x"], capture_output=True,
                        text=True)
