@@ -14,7 +14,6 @@ predicted candidates agree.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -28,6 +27,7 @@ from resprompt import ResidualPromptConfig, ResidualPromptModel  # noqa: E402
 from resprompt.backbones import BackboneError, load_backbone  # noqa: E402
 from resprompt.evaluation import best_candidates, decoder_scores, load_split, resolve_task  # noqa: E402
 from resprompt.features import featurize  # noqa: E402
+from resprompt.io import write_json
 from resprompt.runconfig import TrainConfig  # noqa: E402
 
 
@@ -80,8 +80,7 @@ def main() -> int:
     print(f"  ratio {res['ratio_merged_over_per_candidate']:.3f}; largest score difference {diff:.2e}; "
           f"predictions agree on {res['predictions_agree']}/{len(a)}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(args.json, res)  # atomic: never a half-written file
     return 0
 
 

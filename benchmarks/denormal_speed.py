@@ -12,12 +12,13 @@ reports medians and the ratios, all in one process.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import torch
+
+from resprompt.io import write_json
 
 
 def _time(fn, repeat: int) -> float:
@@ -66,8 +67,7 @@ def main(argv=None) -> int:
     print(f"subnormal / normal: {res['subnormal/normal without flush']:.1f}x without flushing, "
           f"{res['subnormal/normal with flush']:.2f}x with torch.set_flush_denormal(True)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=2)
+        write_json(args.json, res)  # atomic: never a half-written file
     return 0
 
 

@@ -13,7 +13,6 @@ decoder without an embedding LayerNorm (README, "Branch scale").
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 
@@ -23,6 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from resprompt.backbones import BackboneError, load_backbone  # noqa: E402
+from resprompt.io import write_json
 
 
 def main() -> int:
@@ -55,8 +55,7 @@ def main() -> int:
         print(f"{r['model']:<10} {r['family']:<8} {r['hidden']:<4} " + "  ".join(
             f"{r[c]:>{len(c.replace('_norm', '').replace('_median', ''))}.2f}" for c in cols))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        write_json(args.json, rows)  # atomic: never a half-written file
     return 0
 
 

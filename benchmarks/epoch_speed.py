@@ -13,7 +13,6 @@ Target (issue 3): ours at least 3x faster.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -25,6 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from resprompt.config import ResidualPromptConfig  # noqa: E402
+from resprompt.io import write_json
 from resprompt.runconfig import TrainConfig  # noqa: E402
 from resprompt.trainer import train  # noqa: E402
 
@@ -68,8 +68,7 @@ def main() -> None:
     print(f"speedup {ratio:.2f}x (target >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
     print(f"real tokens/s: dynamic {out['real_tokens_per_s']['dynamic']:.0f}, padded {out['real_tokens_per_s']['pad512']:.0f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        write_json(args.json, out)  # atomic: never a half-written file
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
@@ -43,6 +42,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
+
+from resprompt.io import write_json
 
 VARIANTS = ("residual", "none", "peft")
 TARGETS = {"residual/none": 1.02, "none/peft": 1.00}
@@ -357,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
                   "quiet": {"factor": args.quiet_factor, "rounds": quiet, **(quiet_summary or {})},
                   "trainable": {n: v.num_trainable for n, v in variants.items()},
                   "targets": TARGETS}
-        with open(args.json, "w") as f:
-            json.dump(record, f, indent=2)
+        write_json(args.json, record)  # atomic: never a half-written file
         print(f"wrote {args.json}")
     return 0
 
