@@ -71,10 +71,15 @@ def main(argv=None) -> int:
     recs = []
     for p in (args.a, args.b):
         try:
-            recs.append(json.loads(p.read_text()))
+            rec = json.loads(p.read_text())
         except (OSError, ValueError) as e:
             print(f"compare_cells: cannot read cell record {p}: {e}", file=sys.stderr)
             return 2
+        if not isinstance(rec, dict) or not isinstance(rec.get("metrics", []), list):
+            print(f"compare_cells: {p} is not a cell record (expected a JSON object with a 'metrics' list)",
+                  file=sys.stderr)
+            return 2
+        recs.append(rec)
     print("\n".join(compare(*recs, args.tol)))
     return 0
 

@@ -419,3 +419,6 @@ def test_compare_cells_finds_where_two_runs_part(tmp_path, monkeypatch, capsys):
     assert "first differ by more than 0.0001 at step 2" in out and "2 | 50.0 | 50.0 | 7.0 | 7.0" in out
     assert cc.main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
     assert "cannot read cell record" in capsys.readouterr().err
+    (tmp_path / "list.json").write_text("[1, 2]")
+    assert cc.main([str(tmp_path / "a.json"), str(tmp_path / "list.json")]) == 2
+    assert "is not a cell record" in capsys.readouterr().err
