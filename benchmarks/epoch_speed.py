@@ -23,10 +23,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from resprompt.config import ResidualPromptConfig  # noqa: E402
+from resprompt.prompt.config import ResidualPromptConfig  # noqa: E402
 from resprompt.io import write_json
-from resprompt.runconfig import TrainConfig  # noqa: E402
-from resprompt.trainer import train  # noqa: E402
+from resprompt.training.runconfig import TrainConfig  # noqa: E402
+from resprompt.training.trainer import train  # noqa: E402
 
 
 def one_epoch(model: str, task: str, pad: bool, seed: int, workdir: str, data_dir: str | None) -> dict:

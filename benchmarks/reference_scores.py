@@ -24,8 +24,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from resprompt.data import load_records
-from resprompt.tasks import get_task
+from resprompt.tasks.data import load_records
+from resprompt.tasks.superglue import get_task
 
 TASKS = {"CB": None, "COPA": None, "RTE": None, "WiC": None, "WSC": None, "BoolQ": 100, "MultiRC": 4}
 
@@ -52,7 +52,7 @@ def constant_scores(name: str, max_records: int | None) -> dict:
 
 
 def _fewglue_dir():
-    from resprompt.data import DEFAULT_FEWGLUE_DIR
+    from resprompt.tasks.data import DEFAULT_FEWGLUE_DIR
 
     return DEFAULT_FEWGLUE_DIR
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import resprompt.bench as bench
-import resprompt.trainer as trainer_mod
-from resprompt.runconfig import ConfigError
+import resprompt.experiments.bench as bench
+import resprompt.training.trainer as trainer_mod
+from resprompt.training.runconfig import ConfigError
 
 SMOKE = Path(__file__).resolve().parents[1] / "benchmarks" / "grids" / "smoke.yaml"
 REQUIRED = {"cell_id", "experiment", "settings", "results", "versions", "hardware", "data_files", "wall_time_s",
@@ -142,7 +142,9 @@ def test_baseline_parameter_groups(tiny_model_dirs):
     from resprompt.backbones import load_backbone
 
     bb, tok, fam = load_backbone(tiny_model_dirs["bert"], num_labels=3)
-    m = bench.PeftPromptModel(bb, tok, fam, "peft_p_tuning", 4, 16)
+    from resprompt.experiments.baselines import PeftPromptModel
+
+    m = PeftPromptModel(bb, tok, fam, "peft_p_tuning", 4, 16)
     groups = {k: sum(p.numel() for p in v) for k, v in m.parameter_groups().items()}
     assert groups["prompt"] == 4 * 32 and groups["network"] > 0 and groups["head"] == 32 * 3 + 3
 
@@ -204,7 +206,7 @@ def _fake(cell, best, n=50, curve=(0.5, 0.6)):
 
 def test_claim_verdicts_and_plots_from_records(tmp_path):
     from resprompt.io import write_json
-    from resprompt.report import build_report
+    from resprompt.experiments.report import build_report
 
     grid = bench.load_grid({"name": "v", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
@@ -239,7 +241,7 @@ def test_claim_verdicts_and_plots_from_records(tmp_path):
 
 def test_more_claim_rules_from_records(tmp_path):
     from resprompt.io import write_json
-    from resprompt.report import build_report
+    from resprompt.experiments.report import build_report
 
     grid = bench.load_grid({"name": "w", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
@@ -270,7 +272,7 @@ def test_more_claim_rules_from_records(tmp_path):
 
 def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
     from resprompt.io import write_json
-    from resprompt.report import build_report
+    from resprompt.experiments.report import build_report
 
     latency = tmp_path / "lat.json"
     write_json(latency, {"median_s": {"bare": 0.1, "folded": 0.12, "peft": 0.121}, "folded/peft": 0.992,
@@ -302,7 +304,7 @@ def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
 
 def test_claim_two_judged_separately_on_the_full_training_set(tmp_path):
     from resprompt.io import write_json
-    from resprompt.report import build_report
+    from resprompt.experiments.report import build_report
 
     grid = bench.load_grid({"name": "f", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
@@ -335,7 +337,7 @@ def test_reference_scores_are_the_constant_predictions(data_root, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     ref = importlib.import_module("reference_scores")
     monkeypatch.setattr(ref, "_fewglue_dir", lambda: data_root / "fewglue")
-    monkeypatch.setattr(sys.modules["resprompt.data"], "DEFAULT_DATA_DIR", data_root / "superglue")
+    monkeypatch.setattr(sys.modules["resprompt.tasks.data"], "DEFAULT_DATA_DIR", data_root / "superglue")
     # always contradiction: acc 28/56, macro F1 (2/3 + 0 + 0) / 3; always entailment: 23/56, F1 (46/79) / 3
     assert ref.constant_scores("CB", None) == {"majority": round(100 * (0.5 + 2 / 9) / 2, 1), "majority_label": 1,
                                                "train_prior": round(100 * (23 / 56 + 46 / 79 / 3) / 2, 1),
@@ -345,7 +347,7 @@ def test_reference_scores_are_the_constant_predictions(data_root, monkeypatch):
 def test_pivot_average_names_a_partial_row():
     from types import SimpleNamespace as NS
 
-    from resprompt.report import _pivot
+    from resprompt.experiments.report import _pivot
 
     scores = {("none", "CB"): [50.0, 60.0], ("none", "RTE"): [52.0, 54.0],
               ("peft", "CB"): [40.0, 44.0], ("residual", "CB"): [48.0, None], ("residual", "RTE"): [None, None]}
@@ -367,7 +369,7 @@ def test_pivot_average_names_a_partial_row():
 def test_step_0_column_area_and_mixed_axis_panels(tmp_path):
     from types import SimpleNamespace as NS
 
-    from resprompt.report import Row, _experiment_table, _plot_panels
+    from resprompt.experiments.report import Row, _experiment_table, _plot_panels
 
     grid = bench.load_grid({"name": "c", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2], "defaults": {"model": "m"},

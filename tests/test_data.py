@@ -1,4 +1,4 @@
-"""Reading, locating and sampling data (resprompt.data); no models involved."""
+"""Reading, locating and sampling data (resprompt.tasks.data); no models involved."""
 
 import json
 import os
@@ -8,8 +8,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from resprompt import data as D  # noqa: E402
-from resprompt.tasks import get_task  # noqa: E402
+from resprompt.tasks import data as D  # noqa: E402
+from resprompt.tasks.superglue import get_task, user_task  # noqa: E402
 
 
 def write(path, text):
@@ -156,13 +156,13 @@ def test_user_records_jsonl_and_csv(tmp_path):
     c = write(tmp_path / "u.csv", "s,t,y\ngood,film,pos\nbad,film,neg\n")
     rows = D.load_user_records(j, text_fields=["s"], label_field="y")
     assert len(rows) == 2
-    task = D.user_task("sentiment", ["neg", "pos"], ["s"], "y")
+    task = user_task("sentiment", ["neg", "pos"], ["s"], "y")
     assert task.num_labels == 2 and task.verbalizers == ("neg", "pos") and task.main_metric == "accuracy"
     enc = task.instances(rows, "encoder", str(j))
     assert [(i.text_a, i.text_b, i.label) for i in enc] == [("good film", None, 1), ("bad film", None, 0)]
     res = task.evaluate(enc, [1, 1], "encoder")
     assert res["accuracy"] == 0.5 and "f1_macro" in res and res["n"] == 2
-    task2 = D.user_task("pairs", ["neg", "pos"], ["s", "t"], "y")
+    task2 = user_task("pairs", ["neg", "pos"], ["s", "t"], "y")
     rows2 = D.load_user_records(c, text_fields=["s", "t"], label_field="y")
     dec = task2.instances(rows2, "decoder", str(c))
     assert dec[0].candidates == (" neg", " pos") and dec[0].source.endswith("Answer:")
@@ -178,11 +178,11 @@ def test_user_records_missing_field_and_bad_label(tmp_path):
     k = write(tmp_path / "v.jsonl", jl({"s": "a", "y": "pos"}, {"s": "b", "y": "meh"}))
     rows = D.load_user_records(k, text_fields=["s"], label_field="y")
     with pytest.raises(D.DataError, match=r"v\.jsonl:2: label 'meh' not in \('neg', 'pos'\)"):
-        D.user_task("t", ["neg", "pos"], ["s"], "y").instances(rows, "encoder", str(k))
+        user_task("t", ["neg", "pos"], ["s"], "y").instances(rows, "encoder", str(k))
     with pytest.raises(D.DataError, match="two distinct labels"):
-        D.user_task("t", ["pos"], ["s"], "y")
+        user_task("t", ["pos"], ["s"], "y")
     unl = D.load_user_records(k, text_fields=["s"], label_field=None)
-    assert D.user_task("t", ["a", "b"], ["s"], None).instances(unl, "encoder", "x")[0].label is None
+    assert user_task("t", ["a", "b"], ["s"], None).instances(unl, "encoder", "x")[0].label is None
 
 
 # ----------------------------------------------------------------------------- few-shot

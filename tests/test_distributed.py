@@ -12,9 +12,9 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-import resprompt.trainer as trainer_mod
-from resprompt.config import ResidualPromptConfig
-from resprompt.runconfig import split_settings
+import resprompt.training.trainer as trainer_mod
+from resprompt.prompt.config import ResidualPromptConfig
+from resprompt.training.runconfig import split_settings
 
 pytestmark = pytest.mark.slow
 

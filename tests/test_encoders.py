@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from resprompt import MLPBlock, PromptEncoder, ResidualPromptConfig
-from resprompt.init import init_text, init_uniform, init_vocab
+from resprompt.prompt.init import init_text, init_uniform, init_vocab
 
 
 def _set_block(block: MLPBlock) -> None:

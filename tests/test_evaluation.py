@@ -4,8 +4,8 @@ import torch
 
 from conftest import tiny_gpt2, tiny_llama
 from resprompt import ResidualPromptConfig, ResidualPromptModel
-from resprompt.evaluation import decoder_scores
-from resprompt.features import Feature, merge_single_token_candidates
+from resprompt.tasks.evaluation import decoder_scores
+from resprompt.tasks.features import Feature, merge_single_token_candidates
 
 
 def _row(prefix, cand, index, c):
@@ -52,6 +52,6 @@ def test_merged_scores_equal_one_row_per_candidate():
 
 
 def test_best_candidates_first_wins_ties():
-    from resprompt.evaluation import best_candidates
+    from resprompt.tasks.evaluation import best_candidates
 
     assert best_candidates({(0, 0): -1.0, (0, 1): -0.5, (1, 0): -2.0, (1, 1): -2.0, (1, 2): -3.0}) == {0: 1, 1: 0}

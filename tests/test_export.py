@@ -67,17 +67,24 @@ def test_corrupt_and_missing_files(tmp_path):
         ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "empty")
 
 
-def test_head_with_other_label_count_refused(tmp_path):
+def test_prompt_brings_its_own_label_count(tmp_path):
+    """A 3-label prompt on a backbone loaded with 2 labels scores 3 classes, as on a 3-label backbone:
+    the head is the prompt's (serving CB and RTE prompts from one backbone needs this)."""
     _trained(tiny_bert(num_labels=3)).save_pretrained(tmp_path / "p")
-    with pytest.raises(PromptFileError, match="different number of labels"):
-        ResidualPromptModel.from_pretrained(tiny_bert(num_labels=2), tmp_path / "p")
+    ids, mask = batch(ROWS)
+    on3 = ResidualPromptModel.from_pretrained(tiny_bert(num_labels=3), tmp_path / "p")(ids, mask).logits
+    on2 = ResidualPromptModel.from_pretrained(tiny_bert(num_labels=2), tmp_path / "p")(ids, mask)
+    assert on2.logits.shape == (2, 3) and torch.allclose(on2.logits, on3, atol=1e-6)
+    loaded = ResidualPromptModel.from_pretrained(tiny_bert(num_labels=2), tmp_path / "p")
+    loss = loaded(ids, mask, labels=torch.tensor([2, 0])).loss
+    assert torch.isfinite(loss) and loss > 0
 
 
 def test_crash_while_saving_leaves_previous_prompt_intact(tmp_path, monkeypatch):
     m = _trained(tiny_gpt2())
     m.save_pretrained(tmp_path / "p")
     before = (tmp_path / "p" / PROMPT_FILE).read_bytes()
-    import resprompt.export as export
+    import resprompt.formats as export
 
     def boom(*a, **k):
         raise RuntimeError("disk full")

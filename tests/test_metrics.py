@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 
-from resprompt.metrics import (
+from resprompt.tasks.metrics import (
     accuracy,
     f1_macro,
     gender_parity,

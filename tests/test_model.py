@@ -37,7 +37,8 @@ def test_backbone_frozen_and_exact_trainable_count(any_backbone):
     if name == "bert":
         count += d * 3 + 3  # classifier head
     assert m.num_trainable() == count
-    assert all(k.startswith(("prompt_encoder.", "backbone.classifier.")) for k in m.trainable_parameters())
+    assert all(k.startswith(("prompt_encoder.", "head.classifier.")) for k in m.trainable_parameters())
+    assert not any(p.requires_grad for p in bb.parameters())  # the prompt's head is its own copy
 
 
 def test_only_prompt_network_and_head_get_gradients(any_backbone):

@@ -2,7 +2,7 @@
 
 import torch
 
-from resprompt import placement as pl
+from resprompt.prompt import placement as pl
 
 
 def test_offsets_prefix_after_first_after_bos_under_padding():

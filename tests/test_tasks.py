@@ -9,8 +9,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from resprompt import data as D  # noqa: E402
-from resprompt.tasks import FAMILIES, TASKS, Instance, get_task  # noqa: E402
+from resprompt.tasks import data as D  # noqa: E402
+from resprompt.tasks.superglue import FAMILIES, TASKS, Instance, get_task  # noqa: E402
 
 SG, FG = D.DEFAULT_DATA_DIR, D.DEFAULT_FEWGLUE_DIR
 needs_data = pytest.mark.skipif(SG is None or FG is None,

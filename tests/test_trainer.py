@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-import resprompt.trainer as trainer_mod
-from resprompt.config import ResidualPromptConfig
+import resprompt.training.trainer as trainer_mod
+from resprompt.prompt.config import ResidualPromptConfig
 from resprompt.io import read_safetensors
-from resprompt.runconfig import ConfigError, TrainConfig
+from resprompt.training.runconfig import ConfigError, TrainConfig
 
 
 def _cfg(model_dir, out, data_root, **kw):
@@ -161,7 +161,7 @@ def test_eval_at_start_records_step_0_and_changes_nothing_else(tiny_model_dirs, 
     assert steps.count(0) == 1
 
 
-@pytest.mark.parametrize("name", ["eval_at_start", "overwrite", "tensorboard"])
+@pytest.mark.parametrize("name", ["eval_at_start", "overwrite", "pad_to_max_length"])
 def test_bool_fields_reject_non_bools(name):
     with pytest.raises(ConfigError, match=rf"{name.replace('_', '-')}='maybe' is invalid: expected true or false"):
         TrainConfig(**{name: "maybe"})

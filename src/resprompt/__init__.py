@@ -1,12 +1,11 @@
 """resprompt: Residual Prompt Tuning (Razdaibiedina et al., 2023) for Hugging Face transformers."""
 
-__version__ = "0.1.0"
-
-from .config import ResidualPromptConfig  # noqa: E402
-from .encoders import MLPBlock, PromptEncoder  # noqa: E402
-from .export import import_peft_prompt  # noqa: E402
-from .io import PromptFileError  # noqa: E402
-from .model import ResidualPromptModel  # noqa: E402
+from .formats import SavedPrompt, import_peft_prompt, read_prompt
+from .io import PromptFileError
+from .model import ResidualPromptModel
+from .prompt.config import ResidualPromptConfig
+from .prompt.encoders import MLPBlock, PromptEncoder
+from .version import __version__
 
 __all__ = [
     "__version__",
@@ -15,5 +14,7 @@ __all__ = [
     "PromptEncoder",
     "MLPBlock",
     "PromptFileError",
+    "SavedPrompt",
     "import_peft_prompt",
+    "read_prompt",
 ]

@@ -409,6 +409,12 @@ def _sane_length(n) -> bool:
     return isinstance(n, int) and 0 < n < 1_000_000
 
 
+def position_limit(model) -> int | None:
+    """``max_position_embeddings`` when the model has learned absolute positions, else None (T5)."""
+    n = getattr(_config_of(model), "max_position_embeddings", None)
+    return n if _sane_length(n) else None
+
+
 def model_max_length(model, tokenizer=None) -> int:
     """How many input positions ``model`` accepts.
 

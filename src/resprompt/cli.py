@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from .config import ResidualPromptConfig
-from .runconfig import ALIASES, ConfigError, TrainConfig, load_yaml
+from .prompt.config import ResidualPromptConfig
+from .training.runconfig import ALIASES, ConfigError, TrainConfig, load_yaml
 
 log = logging.getLogger("resprompt")
 _FLAG_NAMES = {v: k for k, v in ALIASES.items()}  # reparam -> --method, num_tokens -> --prompt-length
@@ -35,8 +35,19 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip=()) -> None:
                                default=argparse.SUPPRESS, help=help_text)
             continue
         conv = int if kind.startswith("int") else float if kind.startswith("float") else str
+        if "None" in kind and conv is not str:
+            conv = _optional(conv)
         group.add_argument(flag, dest=f.name, type=conv, default=argparse.SUPPRESS, help=help_text,
                            metavar=f.name.upper())
+
+
+def _optional(conv):
+    """A flag converter that also takes ``none`` (any case) for a setting that may be unset."""
+    def parse(text: str):
+        return None if text.strip().lower() == "none" else conv(text)
+
+    parse.__name__ = conv.__name__  # argparse names the type in its error message
+    return parse
 
 
 def _settings(args: argparse.Namespace, exclude=("command", "config", "func", "verbose")) -> dict:
@@ -60,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="Score a saved prompt on a task split; prints metrics as JSON.")
     ev.add_argument("--model", required=True, help="Backbone the prompt was trained on.")
     ev.add_argument("--prompt", required=True, help="Run folder (uses its best/) or prompt folder (resprompt or PEFT).")
-    ev.add_argument("--task", required=True, help="Task name, or 'custom' with --eval-file/--text-fields.")
+    ev.add_argument("--task", default=None, help="Task name (default: the one the prompt was trained on), or "
+                    "'custom' with --eval-file (the prompt's saved label set and fields are used).")
     ev.add_argument("--split", default="val", help="Split to score (val, test has no labels, dev32 for FewGLUE).")
     _common_data_flags(ev)
     ev.set_defaults(func=cmd_eval)
@@ -68,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="Write predictions for a jsonl file (leaderboard format with --submission).")
     pr.add_argument("--model", required=True)
     pr.add_argument("--prompt", required=True)
-    pr.add_argument("--task", required=True)
-    pr.add_argument("--input", required=True, help="jsonl in the task's format (labels optional).")
+    pr.add_argument("--task", default=None, help="Task name (default: the one the prompt was trained on).")
+    pr.add_argument("--input", required=True, help="jsonl, csv or tsv in the task's format (labels optional).")
     pr.add_argument("--output", required=True, help="Where to write the predictions (jsonl).")
     pr.add_argument("--submission", action="store_true", help="Write the SuperGLUE leaderboard format.")
     _common_data_flags(pr)
@@ -104,41 +116,47 @@ def _common_data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args) -> int:
-    from .trainer import train
+    from .training.runconfig import split_settings
+    from .training.trainer import train
 
-    cfg, prompt_cfg = _split(_settings(args))
+    cfg, prompt_cfg = split_settings(_settings(args))
     results = train(cfg, prompt_cfg)
     print(json.dumps({"best": results["best"], "best_step": results["best_step"], "final": results["final"],
                       "wall_time_s": results["wall_time_s"], "output_dir": cfg.output_dir}, indent=2))
     return 0
 
 
-def _split(settings: dict):
-    from .runconfig import split_settings
-
-    return split_settings(settings)
-
-
 def _eval_setup(args):
-    from .evaluation import prepare_backbone
+    """The prompt's model on its backbone, and the task to score it on (the prompt's own by default)."""
+    from .formats import read_prompt
     from .model import ResidualPromptModel
+    from .training.setup import prepare_backbone, resolve_task
 
-    cfg = TrainConfig(model=args.model, task=args.task, data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
-                      eval_split=getattr(args, "split", "val"), eval_file=args.eval_file,
+    saved = read_prompt(args.prompt)
+    task_name = args.task or (saved.task or {}).get("name")
+    if not task_name:
+        raise ConfigError(f"--task is required: {saved.path} records no task")
+    cfg = TrainConfig(model=args.model, task=task_name, data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
+                      eval_split=getattr(args, "split", "val"), eval_file=getattr(args, "eval_file", None),
                       text_fields=args.text_fields, label_field=args.label_field,
                       eval_batch_size=args.batch_size, max_length=args.max_length)
-    prompt_dir = Path(args.prompt)
-    if (prompt_dir / "best").is_dir():
-        prompt_dir = prompt_dir / "best"
-    backbone, tokenizer, family, task = prepare_backbone(cfg)
-    model = ResidualPromptModel.from_pretrained(backbone, prompt_dir, tokenizer=tokenizer,
+    custom = task_name.lower() == "custom"
+    if custom and saved.task is None and not args.text_fields:
+        raise ConfigError(f"{saved.path} records no task: pass --text-fields for task 'custom'")
+    task = resolve_task(cfg, saved.task if custom and saved.task else None)
+    if saved.task and list(saved.task.get("labels", [])) != list(task.labels):
+        raise ConfigError(f"{saved.path}: the prompt was trained on {saved.task.get('name')} with labels "
+                          f"{saved.task.get('labels')}; task {task.name} has labels {list(task.labels)}")
+    backbone, tokenizer, family, task = prepare_backbone(cfg, task)
+    model = ResidualPromptModel.from_pretrained(backbone, saved.path, tokenizer=tokenizer,
                                                 allow_mismatch=args.allow_backbone_mismatch)
     return cfg, model, tokenizer, family, task
 
 
 def cmd_eval(args) -> int:
-    from .evaluation import evaluate, load_split
-    from .features import featurize
+    from .tasks.evaluation import evaluate
+    from .tasks.features import featurize
+    from .training.setup import load_split
 
     cfg, model, tokenizer, family, task = _eval_setup(args)
     instances, desc = load_split(cfg, task, family, train=False)
@@ -149,9 +167,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from . import data as data_mod
-    from .evaluation import predict
-    from .features import featurize
+    from .tasks import data as data_mod
+    from .tasks.evaluation import predict
+    from .tasks.features import featurize
 
     out = Path(args.output)
     if out.is_dir():
@@ -159,7 +177,7 @@ def cmd_predict(args) -> int:
     if not out.parent.exists():
         raise ConfigError(f"--output {out}: folder {out.parent} does not exist")
     cfg, model, tokenizer, family, task = _eval_setup(args)
-    records = data_mod.read_jsonl(args.input)
+    records = data_mod.read_records(args.input)
     instances = task.instances(records, family, str(args.input))
     feats = featurize(instances, tokenizer, family, min(cfg.max_length, model.max_text_length), train=False)
     preds = predict(model, task, family, instances, feats, tokenizer, cfg.eval_batch_size)
@@ -175,7 +193,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_folder
+    from .formats import export_folder
 
     path = export_folder(args.prompt, args.format, args.output)
     print(json.dumps({"format": args.format, "output": str(path)}))
@@ -183,7 +201,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_grid
+    from .experiments.bench import run_grid
 
     return run_grid(args.grid, results_dir=args.results_dir, only=args.only, report_only=args.report_only,
                     dry_run=args.dry_run)

@@ -1,4 +1,4 @@
-"""Files: atomic writes, backbone fingerprints and reading a saved prompt of either format.
+"""Files: atomic writes, JSON and safetensors readers, backbone fingerprints.
 
 Only safetensors and JSON are ever read; nothing is unpickled. A folder is written under a
 temporary name beside its destination and renamed into place, so a crash never leaves a
@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +35,12 @@ class PromptFileError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, drop: Iterable[str] = ()) -> Iterator[Path]:
     """Yields a fresh temporary folder; on success it replaces ``path`` in one rename.
 
-    Files already in ``path`` that the new content does not overwrite are kept (copied first),
-    so saving a prompt into a run folder does not delete the run's other files.
+    Files already in ``path`` are kept (copied first), so saving a prompt into a run folder does not
+    delete the run's other files, except those named in ``drop`` (e.g. every prompt file, so that a
+    save replaces the folder's prompt as a whole, whichever format was there before).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +48,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         if path.is_dir():
             shutil.copytree(path, tmp, dirs_exist_ok=True)
+            for name in drop:
+                for old in tmp.glob(name):
+                    shutil.rmtree(old) if old.is_dir() else old.unlink()
         yield tmp
         old = None
         if path.exists():
@@ -109,24 +113,3 @@ def embedding_fingerprint(embedding: nn.Embedding, rows: int = 64) -> str:
     h = hashlib.sha256(f"{v}x{d}".encode())
     h.update(sample)
     return h.hexdigest()[:32]
-
-
-def read_any_prompt(path: str | os.PathLike) -> torch.Tensor:
-    """Reads the folded prompt [n, d] from a resprompt folder or a PEFT prompt-tuning adapter."""
-    path = Path(path)
-    if (path / META_FILE).is_file():
-        tensors = read_safetensors(path / PROMPT_FILE)
-        key = "prompt"
-    elif (path / PEFT_CONFIG).is_file():
-        cfg = read_json(path / PEFT_CONFIG)
-        if cfg.get("peft_type") != "PROMPT_TUNING":
-            raise PromptFileError(
-                f"{path / PEFT_CONFIG}: peft_type={cfg.get('peft_type')!r}, only PROMPT_TUNING adapters can be imported"
-            )
-        tensors = read_safetensors(path / PEFT_WEIGHTS)
-        key = "prompt_embeddings"
-    else:
-        raise PromptFileError(f"{path}: neither a resprompt prompt ({META_FILE}) nor a PEFT adapter ({PEFT_CONFIG})")
-    if key not in tensors or tensors[key].dim() != 2:
-        raise PromptFileError(f"{path}: no 2-D tensor {key!r} in the weights file")
-    return tensors[key]

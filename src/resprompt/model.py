@@ -18,61 +18,77 @@ import logging
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
-from . import placement as pl
-from .config import ResidualPromptConfig
-from .encoders import PromptEncoder
-from .init import initial_prompt
+from . import heads as heads_mod
+from .backbones import detect_family, model_max_length, position_limit
 from .io import embedding_rms
+from .prompt import placement as pl
+from .prompt.config import ResidualPromptConfig
+from .prompt.encoders import PromptEncoder
+from .prompt.init import initial_prompt
 
 log = logging.getLogger(__name__)
 
-HEAD_MODULES = ("classifier", "score", "classification_head", "qa_outputs")
+
+def parameter_group(name: str) -> str:
+    """``prompt`` (the raw prompt P), ``network`` (its reparameterisation) or ``head``, by parameter name.
+
+    Shared by our model and the baselines: ours are ``prompt_encoder.embedding`` and
+    ``prompt_encoder.<network>``; PEFT's are ``...prompt_encoder.default.embedding.weight`` and
+    ``...prompt_encoder.default.<mlp/lstm>``; everything outside a prompt encoder is the head.
+    """
+    if "prompt_encoder" not in name:
+        return "head"
+    return "prompt" if name.endswith("prompt_encoder.embedding") or ".embedding." in name else "network"
 
 
-def find_head(backbone: nn.Module) -> str | None:
-    """Name of the task head a classification backbone adds on top of the pretrained body."""
-    if not any(s in type(backbone).__name__ for s in ("ForSequenceClassification", "ForMultipleChoice",
-                                                      "ForTokenClassification", "ForQuestionAnswering")):
-        return None
-    for name in HEAD_MODULES:
-        if isinstance(getattr(backbone, name, None), nn.Module):
-            return name
-    return None
+def group_parameters(named: dict[str, nn.Parameter]) -> dict[str, list[nn.Parameter]]:
+    """Trainable parameters split by ``parameter_group`` into ``prompt`` / ``network`` / ``head`` lists."""
+    groups: dict[str, list[nn.Parameter]] = {"prompt": [], "network": [], "head": []}
+    for name, p in named.items():
+        groups[parameter_group(name)].append(p)
+    return groups
 
 
 class ResidualPromptModel(nn.Module):
-    """A frozen backbone with a soft prompt.
+    """A frozen backbone with a soft prompt and, for task models, the prompt's own head.
 
     Args:
-        backbone: any ``transformers`` model (frozen here).
+        backbone: any ``transformers`` model (frozen here, never written to: several prompts may
+            share it).
         config: the prompt configuration (default ``ResidualPromptConfig()``).
         tokenizer: needed for ``init='text'`` and to skip special tokens in ``init='vocab'``.
         family: override the detected family ("encoder", "seq2seq", "decoder").
+        task: task metadata saved with the prompt (name, kind, labels, ...; see ``formats``).
     """
 
     def __init__(self, backbone: nn.Module, config: ResidualPromptConfig | None = None, tokenizer=None,
-                 family: str | None = None, _init: torch.Tensor | None = None) -> None:
+                 family: str | None = None, task: dict | None = None, _folded: torch.Tensor | None = None) -> None:
         super().__init__()
-        from .backbones import detect_family
-
         self.config = config or ResidualPromptConfig()
         self.backbone = backbone
         self.tokenizer = tokenizer
         self.family = family or detect_family(backbone)
+        self.task = dict(task) if task else None
         self.strip_prompt_logits = True
         for p in backbone.parameters():
             p.requires_grad_(False)
-        self.head_name = find_head(backbone) if self.config.train_head else None
-        if self.head_name is not None:
-            for p in getattr(backbone, self.head_name).parameters():
-                p.requires_grad_(True)
+        self.head_kind = heads_mod.head_kind(backbone)
+        self.head = heads_mod.copy_head(backbone)  # this prompt's own head (empty for LM backbones)
+        for p in self.head.parameters():
+            p.requires_grad_(self.config.train_head)
         emb = backbone.get_input_embeddings()
-        init = _init if _init is not None else initial_prompt(self.config, emb, tokenizer)
-        rms = embedding_rms(emb) if self.config.branch_scale == "embedding" else None
-        self.prompt_encoder: PromptEncoder | None = PromptEncoder(self.config, init, rms).to(emb.weight.device)
         self.register_buffer("folded_prompt", None, persistent=False)
+        self.prompt_encoder: PromptEncoder | None = None
+        if _folded is not None:  # loading a folded prompt: no network is built (nor random numbers drawn)
+            self.set_folded_prompt(_folded)
+            return
+        init = initial_prompt(self.config, emb, tokenizer)
+        rms = embedding_rms(emb) if self.config.branch_scale == "embedding" else None
+        self.prompt_encoder = PromptEncoder(self.config, init, rms).to(emb.weight.device)
 
     # ------------------------------------------------------------------ prompt
     @property
@@ -88,17 +104,17 @@ class ResidualPromptModel(nn.Module):
         return self.prompt_encoder is None
 
     @property
+    def head_name(self) -> str | None:
+        """The head's module names joined by ``+`` (``classifier``; ``pre_classifier+classifier``), or None."""
+        return "+".join(self.head) or None
+
+    @property
     def placement_mode(self) -> str:
-        mode = self.config.placement
-        if mode != "auto":
-            return mode
-        return {"encoder": "after_first", "seq2seq": "prefix", "decoder": "after_bos"}[self.family]
+        return pl.resolve_placement(self.config.placement, self.family)
 
     @property
     def max_text_length(self) -> int:
         """How many text tokens fit beside the prompt (the text is truncated, never the prompt)."""
-        from .backbones import model_max_length
-
         return model_max_length(self.backbone, self.tokenizer) - self.num_tokens
 
     def prompt(self) -> torch.Tensor:
@@ -134,11 +150,12 @@ class ResidualPromptModel(nn.Module):
         self.folded_prompt = prompt.detach().to(device=emb.device, dtype=torch.float32)
 
     def head_state(self) -> dict[str, torch.Tensor]:
-        """Head parameters keyed by their name under the backbone (e.g. ``classifier.weight``)."""
-        if self.head_name is None:
-            return {}
-        head = getattr(self.backbone, self.head_name)
-        return {f"{self.head_name}.{k}": v.detach() for k, v in head.state_dict().items()}
+        """Head weights keyed by their name under the backbone (e.g. ``classifier.weight``)."""
+        return {k: v.detach() for k, v in heads_mod.head_tensors(self.head).items()}
+
+    def load_head_state(self, state: dict[str, torch.Tensor], where: str = "head") -> None:
+        """Replaces this prompt's head weights (keys as ``head_state``); the backbone is untouched."""
+        heads_mod.load_head(self.head, state, where)
 
     # ----------------------------------------------------------------- batches
     def _offsets(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -146,6 +163,16 @@ class ResidualPromptModel(nn.Module):
         if self.tokenizer is not None and getattr(self.tokenizer, "bos_token_id", None) is not None:
             bos = self.tokenizer.bos_token_id
         return pl.prompt_offsets(attention_mask, self.placement_mode, input_ids, bos)
+
+    def _check_length(self, length: int) -> None:
+        limit = self.max_text_length
+        if self.family == "seq2seq" and position_limit(self.backbone) is None:
+            return  # relative positions (T5): no hard limit on the encoder input
+        if length > limit:
+            raise ValueError(
+                f"input has {length} tokens but only {limit} fit beside the {self.num_tokens}-token prompt: "
+                f"truncate the text to model.max_text_length"
+            )
 
     def prepare_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                        prompts: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -166,12 +193,7 @@ class ResidualPromptModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         n = self.num_tokens
-        limit = self.max_text_length
-        if self.family != "seq2seq" and input_ids.shape[1] > limit:
-            raise ValueError(
-                f"input has {input_ids.shape[1]} tokens but only {limit} fit beside the {n}-token prompt: "
-                f"truncate the text to model.max_text_length"
-            )
+        self._check_length(input_ids.shape[1])
         prompt = self.prompt() if prompts is None else prompts
         if prompt.shape[-2:] != (n, self.hidden_size):
             raise ValueError(f"prompts have shape {tuple(prompt.shape)}, expected [..., {n}, {self.hidden_size}]")
@@ -193,22 +215,44 @@ class ResidualPromptModel(nn.Module):
             out["position_ids"] = pl.position_ids_from_mask(out["attention_mask"])
         return out
 
+    def _run_backbone(self, inputs: dict, **kwargs):
+        """The backbone's forward with this prompt's head weights in place of the backbone's own."""
+        if not len(self.head):
+            return self.backbone(**inputs, **kwargs)
+        return functional_call(self.backbone, heads_mod.head_tensors(self.head), args=(),
+                               kwargs={**inputs, **kwargs}, strict=False)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
                 prompts: torch.Tensor | None = None, **kwargs):
         """Runs the backbone on the prompted batch; see ``prepare_inputs`` for shapes.
 
-        Returns the backbone's output. Per-token logits of encoder and decoder backbones are
-        trimmed to the real tokens ([B, T, V]) unless ``strip_prompt_logits`` is False; for
-        decoders output i is the next-token distribution after real token i (see ``remove_prompt``).
+        Returns the backbone's output. Per-token outputs of encoder and decoder backbones (logits,
+        QA start/end logits) are trimmed to the real tokens ([B, T, ...]) unless
+        ``strip_prompt_logits`` is False; for decoders output i is the next-token distribution
+        after real token i (see ``remove_prompt``). Sequence classifiers get their loss computed
+        here, from the logits of this prompt's head (cross-entropy; MSE for one output).
         """
-        inputs = self.prepare_inputs(input_ids, attention_mask, prompts, labels, token_type_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if self.family == "decoder" and self.head_kind == "ForSequenceClassification":
+            # the classifier pools the last position: move each row's padding to its left
+            input_ids, attention_mask = pl.left_align(input_ids, attention_mask)
+        seq_labels = labels if self.head_kind == "ForSequenceClassification" else None
+        inputs = self.prepare_inputs(input_ids, attention_mask, prompts,
+                                     None if seq_labels is not None else labels, token_type_ids)
         offsets = inputs.pop("_offsets")
-        out = self.backbone(**inputs, **kwargs)
-        logits = getattr(out, "logits", None)
-        if (self.strip_prompt_logits and self.family != "seq2seq" and logits is not None
-                and logits.dim() >= 3 and logits.shape[1] == input_ids.shape[1] + self.num_tokens):
-            out.logits = pl.remove_prompt(logits, offsets, self.num_tokens, causal=self.family == "decoder")
+        out = self._run_backbone(inputs, **kwargs)
+        if seq_labels is not None:
+            out.loss = _classification_loss(out.logits, seq_labels)
+        if self.strip_prompt_logits and self.family != "seq2seq":
+            width = input_ids.shape[1] + self.num_tokens
+            for key in ("logits", "start_logits", "end_logits"):
+                value = getattr(out, key, None)
+                if value is not None and value.dim() >= 2 and value.shape[1] == width and (
+                        value.dim() >= 3 or key != "logits"):
+                    setattr(out, key, pl.remove_prompt(value, offsets, self.num_tokens,
+                                                       causal=self.family == "decoder"))
         return out
 
     @torch.no_grad()
@@ -239,43 +283,54 @@ class ResidualPromptModel(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters split into ``prompt`` (raw P), ``network`` (reparameterisation) and ``head``."""
-        groups: dict[str, list[nn.Parameter]] = {"prompt": [], "network": [], "head": []}
-        for name, p in self.trainable_parameters().items():
-            if name == "prompt_encoder.embedding":
-                groups["prompt"].append(p)
-            elif name.startswith("prompt_encoder."):
-                groups["network"].append(p)
-            else:
-                groups["head"].append(p)
-        return groups
+        return group_parameters(self.trainable_parameters())
 
     # ------------------------------------------------------------------- files
-    def save_pretrained(self, path: str | os.PathLike, format: str = "resprompt", **kwargs) -> None:
-        """Saves the folded prompt (and head) only: ``format`` is ``resprompt`` or ``peft``."""
-        from . import export
+    def save_pretrained(self, path: str | os.PathLike, format: str = "resprompt", *,
+                        safe_serialization: bool = True, is_main_process: bool = True) -> None:
+        """Saves the folded prompt, its head and task metadata: ``format`` is ``resprompt`` or ``peft``.
 
+        The files are always safetensors + JSON (``safe_serialization=False`` is refused: no pickle);
+        ``is_main_process=False`` writes nothing (the convention of ``transformers``).
+        """
+        from . import formats
+
+        if safe_serialization is not True:
+            raise ValueError("safe_serialization=False is not supported: resprompt writes safetensors only")
+        if not is_main_process:
+            return
         if format == "resprompt":
-            export.save_folded(self, path, **kwargs)
+            formats.save_folded(self, path)
         elif format == "peft":
-            export.save_peft(self, path, **kwargs)
+            formats.save_peft(self, path)
         else:
             raise ValueError(f"format={format!r} is invalid: expected resprompt or peft")
 
     @classmethod
     def from_pretrained(cls, backbone: nn.Module, path: str | os.PathLike, tokenizer=None,
                         allow_mismatch: bool = False) -> ResidualPromptModel:
-        """Loads a folded prompt (resprompt or PEFT format) onto ``backbone``, ready for inference."""
-        from . import export
+        """Loads a folded prompt (resprompt or PEFT format, or a run folder's best/) onto ``backbone``.
 
-        return export.load_folded(cls, backbone, path, tokenizer=tokenizer, allow_mismatch=allow_mismatch)
+        The backbone may already carry other prompts: each model holds its own head.
+        """
+        from . import formats
+
+        return formats.load_folded(cls, backbone, path, tokenizer=tokenizer, allow_mismatch=allow_mismatch)
 
     def save_trainable(self, path: str | os.PathLike) -> None:
         """Saves the full trainable state (raw P, network, head) to resume training."""
-        from . import export
+        from . import formats
 
-        export.save_trainable(self, path)
+        formats.save_trainable(self, path)
 
     def load_trainable(self, path: str | os.PathLike) -> None:
-        from . import export
+        from . import formats
 
-        export.load_trainable(self, path)
+        formats.load_trainable(self, path)
+
+
+def _classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the head's classes ([B, C] logits, [B] ids); MSE when C == 1 (regression)."""
+    if logits.shape[-1] == 1:
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels.long())

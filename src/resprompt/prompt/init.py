@@ -75,9 +75,9 @@ def initial_prompt(config: ResidualPromptConfig, embedding: nn.Embedding, tokeni
         return init_vocab(embedding, n, tokenizer, config.init_vocab_top_k, config.init_seed)
     if config.init == "text":
         return init_text(embedding, n, config.init_text, tokenizer)
-    from .io import read_any_prompt  # a saved prompt folder or a PEFT adapter
+    from ..formats import read_prompt  # any saved prompt: ours, a PEFT adapter, a run folder
 
-    prompt = read_any_prompt(config.init_path)
+    prompt = read_prompt(config.init_path).prompt
     if prompt.shape != (n, d):
         raise ValueError(
             f"init_path={config.init_path!r} holds a prompt of shape {tuple(prompt.shape)}, expected ({n}, {d})"

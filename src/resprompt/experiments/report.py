@@ -33,6 +33,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from .cells import canonical, configs
+
 DASH = "—"
 X_AXES = ("lr", "num_tokens", "bottleneck", "few_shot", "max_train_examples")
 
@@ -58,8 +60,6 @@ class Row:
         self.norm_first, self.norm_last = (norms[0], norms[-1]) if norms else (None, None)
 
     def get(self, key):
-        from .bench import configs
-
         if key in self.s:
             return self.s[key]
         if not hasattr(self, "_cfgs"):
@@ -404,8 +404,6 @@ def _plot(grid, exp, cells, rows) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .bench import canonical
 
     conv = exp == "convergence"
     x = next((a for a in cells[0].axes if next(iter(canonical({a: 0}))) in X_AXES), None)

@@ -24,6 +24,36 @@ def first_real_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(-1) == 0).sum(-1).clamp(max=max(attention_mask.shape[-1] - 1, 0))
 
 
+def _prefix(first: torch.Tensor, seq_len: int, input_ids, bos_token_id) -> torch.Tensor:
+    """Before the first real token."""
+    return first
+
+
+def _after_first(first: torch.Tensor, seq_len: int, input_ids, bos_token_id) -> torch.Tensor:
+    """After the first real token ([CLS] of an encoder, as in the paper)."""
+    return (first + 1).clamp(max=seq_len)
+
+
+def _after_bos(first: torch.Tensor, seq_len: int, input_ids, bos_token_id) -> torch.Tensor:
+    """After the first real token where it is BOS, before it elsewhere (decoders)."""
+    if bos_token_id is None or input_ids is None:
+        return first
+    is_bos = input_ids.gather(1, first.unsqueeze(1)).squeeze(1) == bos_token_id
+    return first + is_bos.long()
+
+
+# The placements: name -> f(first real index [B], T, input_ids, bos id) -> offsets [B]. Adding an
+# entry here is all a new placement needs (the config's allowed values come from this table).
+PLACEMENTS = {"prefix": _prefix, "after_first": _after_first, "after_bos": _after_bos}
+# What placement="auto" means for each backbone family.
+AUTO_PLACEMENT = {"encoder": "after_first", "seq2seq": "prefix", "decoder": "after_bos"}
+
+
+def resolve_placement(mode: str, family: str) -> str:
+    """The concrete placement: ``mode`` itself, or the family's default when ``mode == "auto"``."""
+    return AUTO_PLACEMENT[family] if mode == "auto" else mode
+
+
 def prompt_offsets(
     attention_mask: torch.Tensor,
     mode: str,
@@ -34,24 +64,33 @@ def prompt_offsets(
 
     Args:
         attention_mask: [B, T].
-        mode: ``prefix`` (before the first real token), ``after_first`` (after it) or
-            ``after_bos`` (after it only where that token is ``bos_token_id``).
+        mode: a key of ``PLACEMENTS``: ``prefix`` (before the first real token), ``after_first``
+            (after it) or ``after_bos`` (after it only where that token is ``bos_token_id``).
         input_ids: [B, T], needed for ``after_bos``.
         bos_token_id: BOS id for ``after_bos`` (None: same as ``prefix``).
     Returns:
         [B] long offsets in [0, T].
     """
-    first = first_real_index(attention_mask)
-    if mode == "prefix":
-        return first
-    if mode == "after_first":
-        return (first + 1).clamp(max=attention_mask.shape[-1])
-    if mode == "after_bos":
-        if bos_token_id is None or input_ids is None:
-            return first
-        is_bos = input_ids.gather(1, first.unsqueeze(1)).squeeze(1) == bos_token_id
-        return first + is_bos.long()
-    raise ValueError(f"unknown placement mode {mode!r}")
+    if mode not in PLACEMENTS:
+        raise ValueError(f"unknown placement mode {mode!r}, expected one of {', '.join(PLACEMENTS)}")
+    return PLACEMENTS[mode](first_real_index(attention_mask), attention_mask.shape[-1], input_ids, bos_token_id)
+
+
+def left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Moves each row's padding to its left, keeping the real tokens in order.
+
+    Rows must hold one contiguous run of real tokens (right or left padding). Pad slots keep their
+    token ids (they are masked). Args: [B, T] each. Returns: ([B, T], [B, T]).
+    """
+    t = attention_mask.shape[1]
+    length = attention_mask.long().sum(-1, keepdim=True)  # [B, 1]
+    first = first_real_index(attention_mask).unsqueeze(1)  # [B, 1]
+    j = torch.arange(t, device=input_ids.device).unsqueeze(0)  # [1, T]
+    # output j holds real token j - (T - length) of the row, i.e. source first + j - (T - length)
+    src = (first + j - (t - length)).clamp(0, max(t - 1, 0))
+    real = j >= t - length
+    ids = torch.where(real, input_ids.gather(1, src), input_ids)
+    return ids, real.to(attention_mask.dtype)
 
 
 def uniform_offset(offsets: torch.Tensor) -> int | None:

@@ -24,12 +24,10 @@ import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .records import DataError, where
+
 SPLITS = ("train", "val", "test", "dev32")
 DIAGNOSTICS = ("AX-b", "AX-g")
-
-
-class DataError(ValueError):
-    """A problem with the user's data or data location (file:line, field, value, expected)."""
 
 
 def _default_dir(env: str, sub: str) -> Path | None:
@@ -45,46 +43,6 @@ def _default_dir(env: str, sub: str) -> Path | None:
 
 DEFAULT_DATA_DIR = _default_dir("RESPROMPT_DATA_DIR", "superglue")
 DEFAULT_FEWGLUE_DIR = _default_dir("RESPROMPT_FEWGLUE_DIR", "fewglue")
-
-
-# ----------------------------------------------------------------------------- validation helpers
-def where(rec: dict) -> str:
-    """``file:line`` of a record read by this module (or ``<records>`` for in-memory ones)."""
-    return f"{rec.get('__file__', '<records>')}:{rec.get('__line__', '?')}"
-
-
-def need(rec: dict, name: str, kind: type | tuple = str, ctx: str = ""):
-    """Field ``name`` of ``rec`` (ctx: path prefix for nested fields); DataError if missing/wrong type."""
-    if not isinstance(rec, dict) or name not in rec or rec[name] is None:
-        raise DataError(f"{ctx or where(rec)}: field '{name}' missing")
-    val = rec[name]
-    if not isinstance(val, kind) or (kind is int and isinstance(val, bool)):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise DataError(f"{ctx or where(rec)}: field '{name}' has value {val!r}, expected {expected}")
-    return val
-
-
-def label_index(value, labels: Sequence, loc: str, field: str = "label") -> int:
-    """Index of ``value`` in ``labels``. Bool label sets ("False","True") accept booleans, 0/1
-    and the strings true/false in any case; other sets accept the exact value or a unique
-    case-insensitive string match."""
-    labels = tuple(labels)
-    if labels == ("False", "True"):
-        if isinstance(value, bool):
-            return int(value)
-        if isinstance(value, int) and value in (0, 1):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-            return int(value.strip().lower() == "true")
-    elif not isinstance(value, bool):
-        if value in labels:
-            return labels.index(value)
-        if str(value) in labels:
-            return labels.index(str(value))
-        low = [str(x).lower() for x in labels]
-        if low.count(str(value).strip().lower()) == 1:
-            return low.index(str(value).strip().lower())
-    raise DataError(f"{loc}: {field} {value!r} not in {labels}")
 
 
 # ----------------------------------------------------------------------------- readers
@@ -113,11 +71,22 @@ def read_jsonl(path) -> list[dict]:
 
 
 def read_csv(path) -> list[dict]:
-    """Rows of a CSV file with a header line (tab-separated when the name ends in .tsv)."""
+    """Rows of a CSV file with a header line, or of a TSV file (name ending in .tsv).
+
+    TSV is read as the GLUE loaders read it: split on tabs, no quote processing, so a text field
+    with an unbalanced double quote stays one field of one row. A header naming a column twice is
+    refused (one of the two would be lost).
+    """
     path = Path(path)
+    tsv = path.suffix.lower() == ".tsv"
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            reader = csv.DictReader(fh, delimiter="\t" if tsv else ",",
+                                    quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+            header = reader.fieldnames or []
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            if dupes:
+                raise DataError(f"{path}:1: header names column(s) {', '.join(map(repr, dupes))} more than once")
             out = []
             start = 2
             for row in reader:
@@ -136,7 +105,8 @@ def read_csv(path) -> list[dict]:
     return out
 
 
-def _read_any(path) -> list[dict]:
+def read_records(path) -> list[dict]:
+    """Rows of a user file by its extension: .csv / .tsv, else JSON lines."""
     return read_csv(path) if Path(path).suffix.lower() in (".csv", ".tsv") else read_jsonl(path)
 
 
@@ -148,12 +118,8 @@ def _existing_splits(task_dir: Path, name: str) -> list[str]:
 
 
 def load_records(task, split: str, *, data_dir=None, fewglue_dir=None, hub: bool = False) -> tuple[list[dict], str]:
-    """Records of ``task`` (a Task or a task name) for ``split``; returns (records, source description)."""
-    if isinstance(task, str):
-        from .tasks import get_task
-
-        task = get_task(task)
-    name = task.name
+    """Records of ``task`` (a task name or an object with ``.name``) for ``split``; returns (records, source)."""
+    name = task if isinstance(task, str) else task.name
     if split not in SPLITS:
         raise DataError(f"split {split!r} unknown, expected one of {SPLITS}")
     if name in DIAGNOSTICS and split not in ("val", "test"):
@@ -244,7 +210,7 @@ def load_user_records(path, *, text_fields: list[str], label_field: str | None) 
     """Rows of a user jsonl/csv/tsv file; every row must have the text fields (and the label field)."""
     if not 1 <= len(text_fields) <= 2:
         raise DataError(f"text_fields {list(text_fields)!r}: expected one or two field names")
-    rows = _read_any(path)
+    rows = read_records(path)
     if not rows:
         raise DataError(f"{path}: no records (empty file)")
     for row in rows:
@@ -256,19 +222,6 @@ def load_user_records(path, *, text_fields: list[str], label_field: str | None) 
             if not isinstance(row[f], str):
                 raise DataError(f"{where(row)}: field '{f}' has value {row[f]!r}, expected a string")
     return rows
-
-
-def user_task(name: str, labels: list[str], text_fields, label_field):
-    """A classification Task over the user's own data (metrics accuracy + f1_macro)."""
-    from .tasks import UserTask
-
-    labels = tuple(str(x) for x in labels)
-    if len(labels) < 2 or len(set(labels)) != len(labels):
-        raise DataError(f"task {name!r}: labels {list(labels)!r}: expected at least two distinct labels")
-    if not 1 <= len(text_fields) <= 2:
-        raise DataError(f"text_fields {list(text_fields)!r}: expected one or two field names")
-    return UserTask(name=name, labels=labels, verbalizers=labels, main_metric="accuracy",
-                    text_fields=tuple(text_fields), label_field=label_field)
 
 
 # ----------------------------------------------------------------------------- few-shot

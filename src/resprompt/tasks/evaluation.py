@@ -1,4 +1,4 @@
-"""Loading a run's task data and backbone, and scoring a prompt on a split.
+"""Predicting with a prompt on a split's features, and scoring the predictions (nothing else).
 
 Predictions per family (what ``Task.evaluate`` receives):
 - encoder: class ids (argmax of the head), or for choice tasks the score of "correct"
@@ -10,83 +10,16 @@ Predictions per family (what ``Task.evaluate`` receives):
 from __future__ import annotations
 
 import logging
-import random
+from typing import TYPE_CHECKING
 
 import torch
 
-from . import data as data_mod
-from . import tasks as tasks_mod
 from .features import Feature, collate, merge_single_token_candidates, sorted_batches
-from .model import ResidualPromptModel
-from .runconfig import ConfigError, TrainConfig
+
+if TYPE_CHECKING:
+    from ..model import ResidualPromptModel
 
 log = logging.getLogger(__name__)
-
-
-def resolve_task(cfg: TrainConfig):
-    if cfg.task.lower() == "custom":
-        if not cfg.train_file and not cfg.eval_file:
-            raise ConfigError("task 'custom' needs --train-file and/or --eval-file")
-        if not cfg.text_fields:
-            raise ConfigError("task 'custom' needs --text-fields (one or two comma-separated field names)")
-        fields = [f.strip() for f in cfg.text_fields.split(",") if f.strip()]
-        records = []
-        for path in (cfg.train_file, cfg.eval_file):
-            if path:
-                records += data_mod.load_user_records(path, text_fields=fields, label_field=cfg.label_field)
-        labels = sorted({str(r[cfg.label_field]) for r in records if r.get(cfg.label_field) is not None})
-        if not labels:
-            raise ConfigError(f"task 'custom': no labels found in field {cfg.label_field!r}")
-        return data_mod.user_task("custom", labels, fields, cfg.label_field)
-    return tasks_mod.get_task(cfg.task)
-
-
-def prepare_backbone(cfg: TrainConfig):
-    """Resolves the task and loads the backbone with the head the task needs."""
-    from .backbones import load_backbone
-
-    task = resolve_task(cfg)
-    num_labels = 2 if task.choice else task.num_labels
-    backbone, tokenizer, family = load_backbone(cfg.model, head="auto", num_labels=num_labels)
-    return backbone, tokenizer, family, task
-
-
-def _records(cfg: TrainConfig, task, split: str, source: str):
-    if cfg.task.lower() == "custom":
-        path = cfg.train_file if split == "train" else cfg.eval_file
-        if not path:
-            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
-        fields = [f.strip() for f in cfg.text_fields.split(",") if f.strip()]
-        return data_mod.load_user_records(path, text_fields=fields, label_field=cfg.label_field), str(path)
-    if source == "fewglue":
-        fewglue = cfg.fewglue_dir or data_mod.DEFAULT_FEWGLUE_DIR
-        return data_mod.load_records(task, split, fewglue_dir=fewglue)
-    if source == "hub":
-        return data_mod.load_records(task, split, hub=True)
-    data_dir = cfg.data_dir or data_mod.DEFAULT_DATA_DIR
-    if data_dir is None:
-        raise ConfigError("no data folder: pass --data-dir <dir> with <dir>/<Task>/<split>.jsonl")
-    return data_mod.load_records(task, split, data_dir=data_dir)
-
-
-def load_split(cfg: TrainConfig, task, family: str, train: bool):
-    """Instances of the training or evaluation split, after few-shot / size limits."""
-    if train:
-        split, source = cfg.train_split, cfg.train_source
-    else:
-        split = cfg.eval_split
-        source = "fewglue" if split == "dev32" else ("hub" if cfg.train_source == "hub" else "superglue")
-    records, desc = _records(cfg, task, split, source)
-    if train and cfg.few_shot:
-        records = data_mod.few_shot(records, cfg.few_shot, cfg.seed, "label")
-    if train and cfg.max_train_examples and len(records) > cfg.max_train_examples:
-        records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
-    if not train and cfg.max_eval_examples:
-        records = records[: cfg.max_eval_examples]
-    instances = task.instances(records, family, desc)
-    if not instances:
-        raise data_mod.DataError(f"{desc}: no examples")
-    return instances, desc
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 
 from . import metrics as M
-from .data import DataError, label_index, need, where
+from .records import DataError, label_index, need, where
 
 FAMILIES = ("encoder", "seq2seq", "decoder")
 BOOL = ("False", "True")
@@ -54,6 +54,11 @@ class Instance:
     label: int | None
     group: str | None = None
     meta: dict = field(default_factory=dict, compare=False)
+
+
+def INVALID_CLASS(k: int) -> int:  # noqa: N802 (reads as a constant of the label count)
+    """The class id an invalid prediction is scored as, for a task with k classes: k, outside range(k)."""
+    return k
 
 
 def _valid(pred, k: int) -> bool:
@@ -77,6 +82,11 @@ class Task:
     @property
     def choice(self) -> bool:
         return self.is_choice
+
+    def metadata(self) -> dict:
+        """What is saved with a prompt, so that eval / predict / serving rebuild this very task."""
+        return {"name": self.name, "kind": "classification", "labels": list(self.labels),
+                "verbalizers": list(self.verbalizers), "choice": self.is_choice}
 
     def instances(self, records: Sequence[dict], family: str, source_name: str) -> list[Instance]:
         if family not in FAMILIES:
@@ -106,7 +116,9 @@ class Task:
         golds = [i.label for i in instances]
         if any(g is None for g in golds):
             raise DataError(f"{self.name}: {golds.count(None)} instance(s) have no gold label (test split?)")
-        preds = [int(p) if _valid(p, k) else (g + 1) % k for p, g in zip(preds, golds)]
+        # an invalid answer (a generated text matching no candidate) is a class of its own, id k:
+        # wrong for accuracy, and for F1 / Matthews a row of its own rather than another class's
+        preds = [int(p) if _valid(p, k) else INVALID_CLASS(k) for p in preds]
         return golds, preds, list(instances)
 
     def evaluate(self, instances, predictions, family: str) -> dict[str, float]:
@@ -389,6 +401,21 @@ class UserTask(ClassTask):
         dec = "\n".join(named) + f"\nQuestion: {opts}?\nAnswer:"
         return vals[0], (vals[1] if len(vals) > 1 else None), f"{self.name} " + " ".join(named), dec
 
+    def metadata(self) -> dict:
+        return {**super().metadata(), "custom": True, "text_fields": list(self.text_fields),
+                "label_field": self.label_field}
+
+
+def user_task(name: str, labels: list[str], text_fields, label_field):
+    """A classification Task over the user's own data (metrics accuracy + f1_macro)."""
+    labels = tuple(str(x) for x in labels)
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise DataError(f"task {name!r}: labels {list(labels)!r}: expected at least two distinct labels")
+    if not 1 <= len(text_fields) <= 2:
+        raise DataError(f"text_fields {list(text_fields)!r}: expected one or two field names")
+    return UserTask(name=name, labels=labels, verbalizers=labels, main_metric="accuracy",
+                    text_fields=tuple(text_fields), label_field=label_field)
+
 
 # ---------------------------------------------------------------------- registry
 RTE_LABELS = ("entailment", "not_entailment")
@@ -415,6 +442,18 @@ TASKS: dict[str, Task] = {t.name: t for t in [
 
 def _key(name: str) -> str:
     return re.sub(r"[-_ ]", "", str(name)).lower()
+
+
+def task_from_metadata(meta: dict, where: str = "prompt") -> Task:
+    """The task a prompt was saved with (``Task.metadata``): a SuperGLUE task by name, or the user's."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        raise DataError(f"{where}: task metadata {meta!r} has no name")
+    if not meta.get("custom"):
+        return get_task(meta["name"])
+    try:
+        return user_task(meta["name"], meta["labels"], meta["text_fields"], meta.get("label_field"))
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{where}: custom task metadata is incomplete ({e})") from None
 
 
 def get_task(name: str) -> Task:

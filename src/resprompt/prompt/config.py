@@ -10,10 +10,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .placement import PLACEMENTS as _PLACEMENT_FUNCTIONS
+
 REPARAMS = ("residual", "none", "mlp", "lstm")
 ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
 INITS = ("uniform", "vocab", "text", "saved")
-PLACEMENTS = ("auto", "prefix", "after_first")
+PLACEMENTS = ("auto", *_PLACEMENT_FUNCTIONS)
 BRANCH_SCALES = ("paper", "embedding")
 
 
@@ -52,7 +54,8 @@ class ResidualPromptConfig:
         default="auto",
         metadata={
             "help": "auto (encoders: after [CLS]; decoders: after BOS when present; seq2seq: prefix), "
-            "prefix (before all real tokens) or after_first (after the first real token)."
+            "prefix (before all real tokens), after_first (after the first real token) or after_bos "
+            "(after the first token where it is BOS, else before it)."
         },
     )
     train_head: bool = field(

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ResidualPromptConfig
+from ..prompt.config import ResidualPromptConfig
 
 
 class ConfigError(ValueError):
@@ -60,7 +60,9 @@ class TrainConfig:
     resume: bool = _f(False, "Continue from OUT/checkpoint.")
     overwrite: bool = _f(False, "Replace an existing run folder.")
     mixed_precision: str = _f("no", "no, fp16 or bf16 (where the device has it).")
-    tensorboard: bool = _f(False, "Also log to TensorBoard in OUT/tensorboard.")
+    report_to: str = _f("none", "Experiment trackers, comma-separated, as Accelerate names them: tensorboard, "
+                        "wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio, all or none "
+                        "(metrics.jsonl is always written). Local ones write under OUT/resprompt.")
     progress: bool = _f(True, "Show a progress bar.")
     allow_backbone_mismatch: bool = _f(False, "Load a prompt even if its backbone fingerprint differs.")
 
@@ -83,6 +85,7 @@ class TrainConfig:
         for name in ("lr", "lr_head") + (("lr_network",) if self.lr_network is not None else ()):
             if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
                 raise bad(name, "a positive number")
+        self.trackers()  # validates report_to
         if self.schedule not in ("constant", "linear"):
             raise bad("schedule", "constant or linear")
         if self.train_source not in ("superglue", "fewglue", "hub"):
@@ -90,12 +93,27 @@ class TrainConfig:
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise bad("mixed_precision", "no, fp16 or bf16")
         if str(self.task).lower() != "custom":
-            from .tasks import get_task
+            from ..tasks.superglue import get_task
 
             try:
                 get_task(str(self.task))
             except ValueError as e:
                 raise ConfigError(f"{e}, or custom") from None
+
+
+    def trackers(self) -> list[str]:
+        """The ``report_to`` trackers as a list ([] for none)."""
+        from accelerate.utils import LoggerType
+
+        names = [t.strip().lower() for t in str(self.report_to).split(",") if t.strip()]
+        if names in ([], ["none"]):
+            return []
+        known = [str(t) for t in LoggerType.list()]
+        bad = [t for t in names if t not in known]
+        if bad:
+            raise ConfigError(f"report-to={self.report_to!r} is invalid: {', '.join(bad)} unknown; expected "
+                              f"none or a comma-separated list of {', '.join(known)}")
+        return names
 
 
 def load_yaml(path: str, what: str = "--config") -> dict:

@@ -67,40 +67,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from . import trainer as trainer_mod
-from .config import REPARAMS
-from .io import atomic_dir, read_safetensors, write_json
-from .runconfig import ConfigError, load_yaml, split_settings
+from ..io import write_json
+from ..training import trainer as trainer_mod
+from ..training.runconfig import ConfigError, load_yaml
+from .baselines import model_builder
+from .cells import METHODS, Cell, canonical, configs  # noqa: F401 (re-exported for the grid's users)
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("head_only", "peft_prompt_tuning", "peft_p_tuning")
-METHODS = REPARAMS + BASELINES
-ALIASES = {"prompt_length": "num_tokens", "reparam": "method"}
 GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "latency", "notes", "defaults", "experiments", "seeds"}
 EXPERIMENT_KEYS = {"name", "defaults", "axes", "seeds"}
 MAX_TRAIN_RECORDS = 500
-
-
-@dataclass
-class Cell:
-    id: str
-    experiment: str
-    axes: dict  # axis name as written -> value
-    seed: int
-    settings: dict  # canonical merged settings (aliases resolved), with method and seed
-
-    @property
-    def key(self) -> str:
-        """Hash of the resolved configurations: equal keys train exactly the same thing."""
-        cfg, prompt_cfg, method = configs(self.settings)
-        train = dataclasses.asdict(cfg)
-        if not train["eval_at_start"]:  # an option added later: off, it leaves the keys of older cells as they were
-            del train["eval_at_start"]
-        blob = json.dumps([method, train, prompt_cfg.to_dict()], sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 @dataclass
@@ -136,22 +114,6 @@ def _expand_env(obj):
         return m.group(2)
 
     return _VAR.sub(sub, obj)
-
-
-def canonical(settings: dict) -> dict:
-    keys = {k: str(k).replace("-", "_") for k in settings or {}}
-    return {ALIASES.get(keys[k], keys[k]): v for k, v in (settings or {}).items()}
-
-
-def configs(settings: dict):
-    """(TrainConfig, ResidualPromptConfig, method) of canonical cell settings."""
-    s = dict(settings)
-    method = s.pop("method", "residual")
-    if method not in METHODS:
-        raise ConfigError(f"method={method!r} is invalid: expected one of {', '.join(METHODS)}")
-    s["reparam"] = method if method in REPARAMS else "none"
-    cfg, prompt_cfg = split_settings(s)
-    return cfg, prompt_cfg, method
 
 
 def _fmt(value) -> str:
@@ -241,117 +203,6 @@ def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None
                 Path(data["latency"]) if data.get("latency") else None, tuple(notes))
 
 
-# ----------------------------------------------------------------------------- baselines
-class _Baseline(nn.Module):
-    """What the trainer and ``evaluation.predict`` use of a ResidualPromptModel, for a baseline."""
-
-    num_tokens = 0
-
-    def __init__(self, backbone, tokenizer, family):
-        super().__init__()
-        self.tokenizer, self.family = tokenizer, family
-        object.__setattr__(self, "_backbone", backbone)  # a reference, not a second submodule
-
-    @property
-    def max_text_length(self) -> int:
-        from .backbones import model_max_length
-
-        return model_max_length(self._backbone, self.tokenizer) - self.num_tokens
-
-    def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        return {k: p for k, p in self.named_parameters() if p.requires_grad}
-
-    def num_trainable(self) -> int:
-        return sum(p.numel() for p in self.trainable_parameters().values())
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        groups: dict[str, list] = {"prompt": [], "network": [], "head": []}
-        for name, p in self.trainable_parameters().items():
-            kind = "head" if "prompt_encoder" not in name else "prompt" if ".embedding." in name else "network"
-            groups[kind].append(p)
-        return groups
-
-    def save_trainable(self, path) -> None:
-        from safetensors.torch import save_file
-
-        state = {k: p.detach().cpu().contiguous() for k, p in self.trainable_parameters().items()}
-        with atomic_dir(path) as tmp:
-            save_file(state, str(tmp / "trainable.safetensors"))
-
-    def load_trainable(self, path) -> None:
-        state, params = read_safetensors(Path(path) / "trainable.safetensors"), self.trainable_parameters()
-        if set(state) != set(params):
-            raise ValueError(f"{path}: saved parameters {sorted(state)} do not match {sorted(params)}")
-        with torch.no_grad():
-            for k, p in params.items():
-                p.copy_(state[k].to(p.device))
-
-    def save_pretrained(self, path, **kwargs) -> None:
-        self.save_trainable(path)
-
-
-class HeadOnlyModel(_Baseline):
-    """The frozen backbone without a prompt; only its classification head trains."""
-
-    def __init__(self, backbone, tokenizer, family):
-        from .model import find_head
-
-        super().__init__(backbone, tokenizer, family)
-        head = find_head(backbone)
-        if head is None:
-            raise ConfigError(f"method head_only needs a classification backbone; this {family} one has no head")
-        self.backbone = backbone
-        for p in backbone.parameters():
-            p.requires_grad_(False)
-        for p in getattr(backbone, head).parameters():
-            p.requires_grad_(True)
-
-    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, **kwargs):
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra, **kwargs)
-
-
-class PeftPromptModel(_Baseline):
-    """PEFT's own prompt tuning / P-tuning; decoder logits lose the n virtual positions PEFT puts first."""
-
-    def __init__(self, backbone, tokenizer, family, method: str, num_tokens: int, hidden: int):
-        import peft
-
-        super().__init__(backbone, tokenizer, family)
-        task = {"encoder": "SEQ_CLS", "decoder": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}[family]
-        if method == "peft_prompt_tuning":
-            pcfg = peft.PromptTuningConfig(task_type=task, num_virtual_tokens=num_tokens)
-        else:
-            pcfg = peft.PromptEncoderConfig(task_type=task, num_virtual_tokens=num_tokens, encoder_hidden_size=hidden)
-        self.num_tokens = num_tokens
-        self.peft = peft.get_peft_model(backbone, pcfg)
-
-    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, **kwargs):
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        out = self.peft(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
-        if self.family == "decoder" and out.logits.shape[1] == input_ids.shape[1] + self.num_tokens:
-            out.logits = out.logits[:, self.num_tokens:]  # output j of the real tokens predicts token j + 1
-        return out
-
-    @torch.no_grad()
-    def generate(self, input_ids, attention_mask=None, **kwargs):
-        return self.peft.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-
-
-def _model_builder(method: str, prompt_cfg):
-    """``trainer.train``'s ``build_model`` for a baseline method (None: our ResidualPromptModel)."""
-    if method in REPARAMS:
-        return None
-
-    def build(backbone, config, tokenizer, family):
-        if method == "head_only":
-            return HeadOnlyModel(backbone, tokenizer, family)
-        return PeftPromptModel(backbone, tokenizer, family, method, prompt_cfg.num_tokens, prompt_cfg.bottleneck)
-
-    return build
-
-
 # ----------------------------------------------------------------------------- one cell
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
@@ -424,7 +275,7 @@ def run_cell(cell: Cell, results_dir: Path) -> dict:
                               overwrite=not resume and run_dir.exists())
     scope = _reset_peak()
     start = time.perf_counter()
-    results = trainer_mod.train(cfg, prompt_cfg, build_model=_model_builder(method, prompt_cfg))
+    results = trainer_mod.train(cfg, prompt_cfg, build_model=model_builder(method, prompt_cfg))
     wall = time.perf_counter() - start
     run_cfg = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
     data = {p: sha256(p) for p in {run_cfg.get("train_data"), run_cfg.get("eval_data")} if p}

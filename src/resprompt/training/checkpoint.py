@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .io import PromptFileError, atomic_dir, read_json, read_safetensors, write_json
+from ..io import PromptFileError, atomic_dir, read_json, read_safetensors, write_json
 
 OPTIM_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"

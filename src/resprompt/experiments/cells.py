@@ -1,0 +1,54 @@
+"""Grid cells: the methods a cell may name, and a cell's settings resolved into run configurations."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ..prompt.config import REPARAMS
+from ..training.runconfig import ConfigError, split_settings
+
+BASELINES = ("head_only", "peft_prompt_tuning", "peft_p_tuning")
+METHODS = REPARAMS + BASELINES
+ALIASES = {"prompt_length": "num_tokens", "reparam": "method"}
+
+
+@dataclass
+class Cell:
+    id: str
+    experiment: str
+    axes: dict  # axis name as written -> value
+    seed: int
+    settings: dict  # canonical merged settings (aliases resolved), with method and seed
+
+    @property
+    def key(self) -> str:
+        """Hash of the resolved configurations: equal keys train exactly the same thing."""
+        cfg, prompt_cfg, method = configs(self.settings)
+        train = dataclasses.asdict(cfg)
+        # Keys must stay equal for settings that train the same thing, so that finished cells keep
+        # their key: report_to (which trackers log) replaced a tensorboard flag that was always off.
+        train.pop("report_to", None)
+        train["tensorboard"] = False
+        if not train["eval_at_start"]:  # an option added later: off, it leaves the keys of older cells as they were
+            del train["eval_at_start"]
+        blob = json.dumps([method, train, prompt_cfg.to_dict()], sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def canonical(settings: dict) -> dict:
+    keys = {k: str(k).replace("-", "_") for k in settings or {}}
+    return {ALIASES.get(keys[k], keys[k]): v for k, v in (settings or {}).items()}
+
+
+def configs(settings: dict):
+    """(TrainConfig, ResidualPromptConfig, method) of canonical cell settings."""
+    s = dict(settings)
+    method = s.pop("method", "residual")
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is invalid: expected one of {', '.join(METHODS)}")
+    s["reparam"] = method if method in REPARAMS else "none"
+    cfg, prompt_cfg = split_settings(s)
+    return cfg, prompt_cfg, method

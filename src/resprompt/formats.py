@@ -1,0 +1,345 @@
+"""Prompt files: one reader for every format, the writers, and the trainable state for resuming.
+
+``read_prompt(path)`` reads any saved prompt (a resprompt folder, a stock PEFT prompt-tuning
+adapter, or a run folder, whose ``best/`` it reads) into a ``SavedPrompt``: the folded prompt
+[n, d], the head weights, the prompt config, the task metadata and what identifies the backbone.
+Loading (``ResidualPromptModel.from_pretrained``), ``init='saved'``, export and the CLI all use it.
+
+A resprompt folder holds ``prompt.safetensors`` (``prompt`` [n, d] plus ``head.<module>.<param>``)
+and ``resprompt_config.json`` (n, d, the method config, placement, task metadata, library version,
+backbone name, hidden and vocab size, a fingerprint of the input embeddings).
+
+The PEFT export writes PEFT's PROMPT_TUNING layout (``adapter_config.json`` +
+``adapter_model.safetensors`` with ``prompt_embeddings`` and the head as PEFT stores
+``modules_to_save``: ``base_model.<module>.<param>``), which stock ``peft.PeftModel.from_pretrained``
+loads. PEFT always puts the prompt before all tokens: our logits and PEFT's agree only for
+``placement='prefix'``. A PEFT seq2seq adapter made with ``num_transformer_submodules=2`` (PEFT's
+default for T5) stores [2n, d]: the first n rows prompt the encoder, the other n the decoder during
+PEFT's teacher-forced training only (PEFT's ``generate`` uses the first n alone), so we read the
+first n and say so in the log.
+
+Every save replaces the folder's prompt files as a whole (``PROMPT_FILES``): a folder never holds
+two prompts of different formats.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import save_file
+
+from .io import (
+    FORMAT_VERSION,
+    META_FILE,
+    PEFT_CONFIG,
+    PEFT_WEIGHTS,
+    PROMPT_FILE,
+    TRAINABLE_FILE,
+    PromptFileError,
+    atomic_dir,
+    embedding_fingerprint,
+    read_json,
+    read_safetensors,
+    write_json,
+)
+from .prompt.config import ResidualPromptConfig
+from .version import __version__
+
+if TYPE_CHECKING:
+    from .model import ResidualPromptModel
+
+log = logging.getLogger(__name__)
+
+# Every file a saved prompt may consist of, in any format: a save drops them all first.
+PROMPT_FILES = (PROMPT_FILE, META_FILE, PEFT_CONFIG, PEFT_WEIGHTS, "prompt.npy", "head.*.npy")
+
+
+@dataclass
+class SavedPrompt:
+    """A prompt as read from disk. ``prompt`` [n, d]; ``head`` keyed ``<module>.<param>``."""
+
+    path: Path
+    format: str  # "resprompt" or "peft"
+    prompt: torch.Tensor
+    config: ResidualPromptConfig
+    head: dict[str, torch.Tensor] = field(default_factory=dict)
+    task: dict | None = None
+    backbone: dict = field(default_factory=dict)  # backbone, hidden_size, vocab_size, embedding_fingerprint
+    placement: str | None = None
+
+
+def _tensors(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in d.items()}
+
+
+def prompt_folder(path: str | os.PathLike) -> Path:
+    """``path`` itself, or ``path/best`` for a run folder."""
+    path = Path(path)
+    if not (path / META_FILE).is_file() and not (path / PEFT_CONFIG).is_file() and (path / "best").is_dir():
+        return path / "best"
+    return path
+
+
+# ------------------------------------------------------------------------------------ reading
+def read_prompt(path: str | os.PathLike) -> SavedPrompt:
+    """Reads a saved prompt of any format; ``PromptFileError`` naming the file on any problem."""
+    path = prompt_folder(path)
+    if not path.is_dir():
+        raise PromptFileError(f"{path}: prompt folder not found")
+    ours, peft_ = (path / META_FILE).is_file(), (path / PEFT_CONFIG).is_file()
+    if ours and peft_:
+        raise PromptFileError(f"{path}: holds both a resprompt prompt ({META_FILE}) and a PEFT adapter "
+                              f"({PEFT_CONFIG}); keep one")
+    if ours:
+        saved = _read_resprompt(path)
+    elif peft_:
+        saved = _read_peft(path)
+    else:
+        raise PromptFileError(f"{path}: neither a resprompt prompt ({META_FILE}) nor a PEFT adapter ({PEFT_CONFIG})")
+    if saved.prompt.dim() != 2 or saved.prompt.shape[0] != saved.config.num_tokens:
+        raise PromptFileError(f"{path}: prompt tensor has shape {tuple(saved.prompt.shape)}, expected "
+                              f"({saved.config.num_tokens}, d)")
+    if not torch.isfinite(saved.prompt).all():
+        raise PromptFileError(f"{path}: the prompt holds non-finite values (NaN or inf)")
+    return saved
+
+
+def _read_resprompt(path: Path) -> SavedPrompt:
+    meta = read_json(path / META_FILE)
+    if meta.get("format") != "resprompt-folded":
+        raise PromptFileError(f"{path / META_FILE}: format={meta.get('format')!r}, expected 'resprompt-folded'")
+    tensors = read_safetensors(path / PROMPT_FILE)
+    if "prompt" not in tensors:
+        raise PromptFileError(f"{path / PROMPT_FILE}: no 'prompt' tensor")
+    try:
+        config = ResidualPromptConfig.from_dict({**meta["config"], "init": "uniform", "init_path": None})
+    except (KeyError, TypeError, ValueError) as e:
+        raise PromptFileError(f"{path / META_FILE}: bad 'config' ({e})") from None
+    task = meta.get("task")
+    if task is not None and not isinstance(task, dict):
+        raise PromptFileError(f"{path / META_FILE}: 'task' is {type(task).__name__}, expected an object")
+    backbone = {k: meta.get(k) for k in ("backbone", "backbone_class", "model_type", "family", "hidden_size",
+                                         "vocab_size", "embedding_fingerprint") if k in meta}
+    head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+    return SavedPrompt(path, "resprompt", tensors["prompt"].float(), config, head, task, backbone,
+                       meta.get("placement"))
+
+
+def _read_peft(path: Path) -> SavedPrompt:
+    cfg = read_json(path / PEFT_CONFIG)
+    if cfg.get("peft_type") != "PROMPT_TUNING":
+        raise PromptFileError(
+            f"{path / PEFT_CONFIG}: peft_type={cfg.get('peft_type')!r}, only PROMPT_TUNING adapters can be loaded"
+        )
+    tensors = read_safetensors(path / PEFT_WEIGHTS)
+    prompt = tensors.get("prompt_embeddings")
+    if prompt is None or prompt.dim() != 2:
+        raise PromptFileError(f"{path / PEFT_WEIGHTS}: no 2-D 'prompt_embeddings' tensor")
+    n, subs = cfg.get("num_virtual_tokens"), cfg.get("num_transformer_submodules") or 1
+    if not isinstance(n, int) or n < 1 or not isinstance(subs, int) or prompt.shape[0] != n * subs:
+        raise PromptFileError(f"{path}: prompt_embeddings has {prompt.shape[0]} rows but the config says "
+                              f"num_virtual_tokens={n!r} x num_transformer_submodules={subs!r}")
+    if subs > 1:
+        log.warning("%s: PEFT adapter with num_transformer_submodules=%d: using its first %d rows (the encoder "
+                    "prompt, which PEFT's generate also uses); the decoder rows are dropped", path, subs, n)
+    head = {}
+    for k, v in tensors.items():
+        if k.startswith("base_model."):
+            name = k[len("base_model."):].replace(".modules_to_save.default", "").replace(".original_module", "")
+            head[name.removeprefix("model.")] = v
+    config = ResidualPromptConfig(num_tokens=n, reparam="none", placement="prefix")
+    backbone = {"backbone": cfg.get("base_model_name_or_path"), "hidden_size": int(prompt.shape[1])}
+    return SavedPrompt(path, "peft", prompt[:n].float(), config, head, None, backbone, "prefix")
+
+
+def check_backbone(saved: dict, model_meta: dict, where: Path, allow_mismatch: bool) -> None:
+    """Refuses a prompt trained on another backbone (hidden size always; vocab and fingerprint unless allowed).
+
+    A PEFT adapter records neither, so only its hidden size is checked.
+    """
+    if saved.get("hidden_size") != model_meta["hidden_size"]:
+        raise PromptFileError(
+            f"{where}: prompt was trained on a backbone with hidden size {saved.get('hidden_size')} "
+            f"({saved.get('backbone') or 'unknown'}), this backbone has {model_meta['hidden_size']}"
+        )
+    for key in ("vocab_size", "embedding_fingerprint"):
+        if key in saved and saved[key] != model_meta[key] and not allow_mismatch:
+            raise PromptFileError(
+                f"{where}: {key} {saved.get(key)!r} of the prompt's backbone ({saved.get('backbone') or 'unknown'}) "
+                f"differs from this backbone's {model_meta[key]!r} ({model_meta['backbone'] or 'unknown'}); "
+                "pass allow_mismatch=True (CLI: --allow-backbone-mismatch) to load it anyway"
+            )
+
+
+def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = False) -> ResidualPromptModel:
+    """A ready-to-use model of ``cls`` with the prompt at ``path`` folded in, on ``backbone``."""
+    from .heads import HeadError
+
+    from .backbones import detect_family
+
+    saved = read_prompt(path)
+    check_backbone(saved.backbone, backbone_meta(backbone, detect_family(backbone)), saved.path, allow_mismatch)
+    model = cls(backbone, saved.config, tokenizer=tokenizer, task=saved.task, _folded=saved.prompt)
+    try:
+        model.load_head_state(saved.head, str(saved.path))
+    except HeadError as e:
+        raise PromptFileError(str(e)) from None
+    model.eval()
+    return model
+
+
+# ------------------------------------------------------------------------------------ writing
+def backbone_meta(bb, family: str) -> dict:
+    """What identifies a backbone (of ``family``) that a prompt is trained on."""
+    emb = bb.get_input_embeddings()
+    return {
+        "backbone": getattr(bb.config, "_name_or_path", "") or getattr(bb, "name_or_path", ""),
+        "backbone_class": type(bb).__name__,
+        "model_type": getattr(bb.config, "model_type", None),
+        "family": family,
+        "hidden_size": int(emb.weight.shape[1]),
+        "vocab_size": int(emb.weight.shape[0]),
+        "embedding_fingerprint": embedding_fingerprint(emb),
+    }
+
+
+def _meta(model: ResidualPromptModel, kind: str) -> dict:
+    return {
+        "format": f"resprompt-{kind}",
+        "format_version": FORMAT_VERSION,
+        "library_version": __version__,
+        "num_tokens": model.num_tokens,
+        "placement": model.placement_mode,
+        "head": model.head_name,
+        "task": model.task,
+        "config": model.config.to_dict(),
+        **backbone_meta(model.backbone, model.family),
+    }
+
+
+def save_folded(model: ResidualPromptModel, path: str | os.PathLike) -> None:
+    tensors = {"prompt": model.fold()}
+    tensors.update({f"head.{k}": v for k, v in model.head_state().items()})
+    with atomic_dir(path, drop=PROMPT_FILES) as tmp:
+        save_file(_tensors(tensors), str(tmp / PROMPT_FILE))
+        write_json(tmp / META_FILE, _meta(model, "folded"))
+
+
+def save_peft(model: ResidualPromptModel, path: str | os.PathLike) -> None:
+    """Writes a PEFT PROMPT_TUNING adapter of the folded prompt (and head as ``modules_to_save``)."""
+    cfg = model.backbone.config
+    meta = {**backbone_meta(model.backbone, model.family), "placement": model.placement_mode, "head": model.head_name,
+            "num_layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None),
+            "num_attention_heads": getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None)}
+    write_peft(model.fold(), model.head_state(), meta, path)
+
+
+def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, path: str | os.PathLike) -> None:
+    """Writes PEFT's PROMPT_TUNING layout from a folded prompt [n, d], head weights and backbone metadata."""
+    from peft import PromptTuningConfig
+
+    if meta.get("placement") != "prefix":
+        log.warning(
+            "PEFT places the prompt before all tokens; this prompt was trained with placement=%s, so "
+            "PEFT's outputs will differ from ours", meta.get("placement"),
+        )
+    family = meta.get("family")
+    if family == "seq2seq":
+        task_type = "SEQ_2_SEQ_LM"
+    elif meta.get("head"):
+        task_type = "SEQ_CLS"
+    else:
+        task_type = "CAUSAL_LM" if family == "decoder" else "FEATURE_EXTRACTION"
+    modules = sorted({k.split(".", 1)[0] for k in head})
+    peft_config = PromptTuningConfig(
+        task_type=task_type,
+        num_virtual_tokens=int(prompt.shape[0]),
+        token_dim=int(prompt.shape[1]),
+        num_transformer_submodules=1,  # encoder only: with 2, PEFT also prompts the decoder
+        num_attention_heads=meta.get("num_attention_heads"),
+        num_layers=meta.get("num_layers"),
+        base_model_name_or_path=meta.get("backbone") or None,
+        modules_to_save=modules if modules and task_type == "SEQ_CLS" else None,
+        inference_mode=True,
+    )
+    tensors = {"prompt_embeddings": prompt}
+    tensors.update({f"base_model.{k}": v for k, v in head.items()})
+    with atomic_dir(path, drop=PROMPT_FILES) as tmp:
+        peft_config.save_pretrained(str(tmp))
+        save_file(_tensors(tensors), str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
+
+
+def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.PathLike) -> Path:
+    """Converts a saved prompt without loading the backbone: ``peft``, ``safetensors`` or ``npy``.
+
+    ``safetensors`` copies the resprompt folder (prompt + metadata); ``npy`` writes ``prompt.npy``
+    (a plain float32 array, no pickle) plus the metadata JSON.
+    """
+    import numpy as np
+
+    if fmt not in ("peft", "safetensors", "npy"):
+        raise ValueError(f"format={fmt!r} is invalid: expected peft, safetensors or npy")
+    saved = read_prompt(prompt_dir)
+    if saved.format != "resprompt":
+        raise PromptFileError(f"{saved.path}: export reads resprompt prompts; this is a {saved.format} adapter")
+    src = saved.path
+    meta = read_json(src / META_FILE)
+    if fmt == "peft":
+        write_peft(saved.prompt, saved.head, meta, output)
+    elif fmt == "safetensors":
+        tensors = {"prompt": saved.prompt, **{f"head.{k}": v for k, v in saved.head.items()}}
+        with atomic_dir(output, drop=PROMPT_FILES) as tmp:
+            save_file(_tensors(tensors), str(tmp / PROMPT_FILE))
+            write_json(tmp / META_FILE, meta)
+    else:
+        with atomic_dir(output, drop=PROMPT_FILES) as tmp:
+            np.save(tmp / "prompt.npy", saved.prompt.float().numpy(), allow_pickle=False)
+            for k, v in saved.head.items():
+                np.save(tmp / f"head.{k}.npy", v.float().numpy(), allow_pickle=False)
+            write_json(tmp / META_FILE, {**meta, "format": "resprompt-npy"})
+    return Path(output)
+
+
+def import_peft_prompt(path: str | os.PathLike) -> torch.Tensor:
+    """The prompt [n, d] of a PEFT prompt-tuning adapter (or any saved prompt), e.g. to start training from it."""
+    return read_prompt(path).prompt
+
+
+# ------------------------------------------------------------------------------ trainable
+def _trainable_keys(model: ResidualPromptModel) -> list[str]:
+    return [k for k in model.state_dict() if k.startswith(("prompt_encoder.", "head."))]
+
+
+def save_trainable(model: ResidualPromptModel, path: str | os.PathLike) -> None:
+    if model.is_folded:
+        raise ValueError("a folded model has no trainable state to save: use save_pretrained")
+    own = model.state_dict()
+    state = {k: own[k] for k in _trainable_keys(model)}
+    with atomic_dir(path) as tmp:
+        save_file(_tensors(state), str(tmp / TRAINABLE_FILE))
+        write_json(tmp / META_FILE, _meta(model, "trainable"))
+
+
+def load_trainable(model: ResidualPromptModel, path: str | os.PathLike, allow_mismatch: bool = False) -> None:
+    path = Path(path)
+    meta = read_json(path / META_FILE)
+    if meta.get("format") != "resprompt-trainable":
+        raise PromptFileError(f"{path / META_FILE}: format={meta.get('format')!r}, expected 'resprompt-trainable'")
+    if meta.get("config") != model.config.to_dict():
+        raise PromptFileError(f"{path / META_FILE}: prompt config differs from the model's: {meta.get('config')}")
+    check_backbone(meta, backbone_meta(model.backbone, model.family), path, allow_mismatch)
+    state = read_safetensors(path / TRAINABLE_FILE)
+    expected = set(_trainable_keys(model))
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise PromptFileError(f"{path / TRAINABLE_FILE}: keys differ (missing {missing}, unexpected {extra})")
+    own = model.state_dict()
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise PromptFileError(f"{path / TRAINABLE_FILE}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)

@@ -1,0 +1,108 @@
+"""Task heads: what a task model adds outside its pretrained body, owned by each prompt.
+
+A ``*ForSequenceClassification`` (or token classification, question answering) model is a base
+model (``backbone.<base_model_prefix>``) plus head modules (BERT: ``classifier``; DistilBERT:
+``pre_classifier`` and ``classifier``; RoBERTa: ``classifier`` with its own dense layer; GPT-2 and
+Llama: ``score``). The head is every top-level submodule outside the base model that holds
+weights. A prompt keeps its own copy of those weights and runs the shared backbone with them
+(``torch.func.functional_call``), so two prompts on one backbone never see each other's head and
+the backbone itself is never written to.
+
+Multiple-choice models take [B, choices, T] inputs, which a soft prompt of [n, d] does not fit:
+they are refused here, with a message naming the class.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+HEAD_KINDS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
+
+
+class HeadError(ValueError):
+    """A backbone whose task head cannot be used with a soft prompt."""
+
+
+def head_kind(backbone: nn.Module) -> str | None:
+    """Which task-model kind ``backbone`` is (one of ``HEAD_KINDS``), or None for a bare / LM model."""
+    name = type(backbone).__name__
+    if "ForMultipleChoice" in name:
+        raise HeadError(
+            f"{name}: multiple-choice models take [batch, choices, tokens] inputs, which a soft prompt does "
+            "not support; load the backbone as a sequence classifier (one row per choice, as resprompt's "
+            "COPA and ReCoRD tasks do)"
+        )
+    return next((k for k in HEAD_KINDS if k in name), None)
+
+
+def head_module_names(backbone: nn.Module) -> list[str]:
+    """Names of the top-level submodules with weights that the task model adds to its base model."""
+    if head_kind(backbone) is None:
+        return []
+    body = getattr(backbone, "base_model_prefix", "")
+    return [name for name, module in backbone.named_children()
+            if name != body and any(True for _ in module.parameters())]
+
+
+def copy_head(backbone: nn.Module) -> nn.ModuleDict:
+    """A trainable copy of the backbone's head modules (empty for a model without a task head)."""
+    heads = nn.ModuleDict()
+    for name in head_module_names(backbone):
+        heads[name] = copy.deepcopy(getattr(backbone, name))
+    for p in heads.parameters():
+        p.requires_grad_(True)
+    return heads
+
+
+def head_tensors(heads: nn.ModuleDict) -> dict[str, torch.Tensor]:
+    """Parameters and buffers of the head, keyed by their name in the backbone (``classifier.weight``)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, module in heads.items():
+        for key, value in [*module.named_parameters(), *module.named_buffers()]:
+            out[f"{name}.{key}"] = value
+    return out
+
+
+def load_head(heads: nn.ModuleDict, state: dict[str, torch.Tensor], where: str) -> None:
+    """Replaces the head weights by ``state`` (keys as ``head_tensors``); shapes may differ (label count).
+
+    Raises ``HeadError`` naming ``where`` when a key is missing, unexpected, or of another rank.
+    """
+    own = head_tensors(heads)
+    if not state:
+        return
+    if not own:
+        raise HeadError(f"{where}: holds a trained head ({', '.join(sorted(state))}) but the backbone has none")
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        raise HeadError(f"{where}: head weights differ from the backbone's head modules "
+                        f"(missing {missing}, unexpected {extra})")
+    for key, value in state.items():
+        if value.dim() != own[key].dim():
+            raise HeadError(f"{where}: head weight {key!r} has shape {tuple(value.shape)}, the backbone's has "
+                            f"{tuple(own[key].shape)}")
+    with torch.no_grad():
+        for key, value in state.items():
+            module_name, _, attr_path = key.partition(".")
+            owner = heads[module_name]
+            *parents, attr = attr_path.split(".")
+            for p in parents:
+                owner = getattr(owner, p)
+            old = getattr(owner, attr)
+            new = value.detach().to(device=old.device, dtype=old.dtype).clone()
+            if isinstance(old, nn.Parameter):
+                setattr(owner, attr, nn.Parameter(new, requires_grad=old.requires_grad))
+            else:
+                owner.register_buffer(attr, new)
+    for module in heads.modules():  # a Linear whose label count changed keeps its attributes in step
+        if isinstance(module, nn.Linear):
+            module.out_features, module.in_features = module.weight.shape
+
+
+def num_labels(heads: nn.ModuleDict) -> int | None:
+    """Output width of the head's last linear layer (the label count), None without a head."""
+    linears = [m for m in heads.modules() if isinstance(m, nn.Linear)]
+    return int(linears[-1].weight.shape[0]) if linears else None

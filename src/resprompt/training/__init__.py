@@ -1,0 +1,1 @@
+"""Training: run configuration, run setup (task, data, backbone), the loop, checkpoints."""

@@ -1,0 +1,117 @@
+"""The run folder: checking it before a run, its marker, its config.json, its metrics log.
+
+Layout (``output_dir``): ``resprompt_run.json`` (the marker: only a folder holding it, or a run
+folder written before the marker existed, is ever deleted by ``--overwrite``), ``config.json``
+(resolved settings, written once; ``--resume`` refuses other settings), ``metrics.jsonl`` (one JSON
+line per step and per evaluation), ``best/``, ``checkpoint/``, ``results.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from pathlib import Path
+
+from ..io import write_json
+from ..version import __version__
+from .runconfig import ConfigError, TrainConfig
+
+RUN_MARKER = "resprompt_run.json"
+# Settings a resumed run may change: they do not touch what is trained or how.
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "progress", "report_to", "allow_backbone_mismatch"})
+
+
+def is_run_folder(out: Path) -> bool:
+    """True for a folder this library made (its marker; or a config.json with train and prompt settings)."""
+    if (out / RUN_MARKER).is_file():
+        return True
+    try:
+        cfg = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and {"train", "prompt"} <= set(cfg)
+
+
+def check_output(cfg: TrainConfig) -> Path:
+    """Validates ``output_dir`` for the run (nothing is written or deleted here)."""
+    if not cfg.output_dir:
+        raise ConfigError("output-dir is required")
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output-dir {out} exists and is not a folder")
+    non_empty = out.is_dir() and any(out.iterdir())
+    if non_empty and not (cfg.resume or cfg.overwrite):
+        raise ConfigError(f"output-dir {out} is not empty: pass --resume to continue it or --overwrite to replace it")
+    if non_empty and cfg.overwrite and not cfg.resume and not is_run_folder(out):
+        raise ConfigError(f"--overwrite: {out} is not a resprompt run folder (no {RUN_MARKER}); refusing to "
+                          "delete it: pick another --output-dir or empty it yourself")
+    if cfg.resume and not (out / "checkpoint").is_dir():
+        raise ConfigError(f"--resume: no checkpoint in {out}")
+    parent = out if out.is_dir() else out.parent
+    while not parent.exists():
+        parent = parent.parent
+    probe = parent / f".resprompt-write-test-{time.time_ns()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output-dir {out} is not writable ({e.strerror})") from None
+    return out
+
+
+def run_settings(cfg: TrainConfig, prompt_cfg) -> dict:
+    return {"train": dataclasses.asdict(cfg), "prompt": prompt_cfg.to_dict()}
+
+
+def check_resume_settings(out: Path, settings: dict) -> None:
+    """Refuses ``--resume`` with settings other than the run's own (the checkpoint holds the old schedule)."""
+    try:
+        saved = json.loads((out / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--resume: {out / 'config.json'} is unreadable ({e})") from None
+    changed = []
+    for part in ("train", "prompt"):
+        old, new = saved.get(part, {}), settings[part]
+        for key in sorted(set(old) | set(new)):
+            if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
+                changed.append(f"{key} {old.get(key)!r} -> {new.get(key)!r}")
+    if changed:
+        raise ConfigError(f"--resume: settings differ from {out / 'config.json'}: {'; '.join(changed)} "
+                          "(resume with the run's own settings, or start a new run)")
+
+
+def create(out: Path, cfg: TrainConfig, config: dict) -> None:
+    """Makes the run folder (replacing it with ``--overwrite``) and writes the marker and config.json."""
+    if cfg.resume:
+        return
+    if cfg.overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_MARKER, {"library_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(out / "config.json", config)
+
+
+class MetricsLog:
+    """``metrics.jsonl`` plus the Accelerate trackers (``--report-to``); writes on the main process only."""
+
+    def __init__(self, out: Path, accelerator, enabled: bool, keep_until: int | None):
+        self.path, self.accelerator, self.enabled = out / "metrics.jsonl", accelerator, enabled
+        if not enabled:
+            return
+        if keep_until is not None and self.path.exists():  # resume: drop lines after the checkpoint
+            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= keep_until]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        elif keep_until is None:
+            self.path.write_text("")
+
+    def __call__(self, record: dict) -> None:
+        if self.enabled:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        scalars = {f"{record['type']}/{k}": v for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch")}
+        if self.accelerator.trackers:
+            self.accelerator.log(scalars, step=record["step"])

@@ -1,0 +1,114 @@
+"""Setting up a run: which task, which records for each split, which backbone, the prepared task.
+
+Used by ``train``, ``eval`` and ``predict`` alike, so that all three read data the same way.
+
+- ``resolve_task``: a SuperGLUE task by name; ``custom`` builds the user's label set from the
+  training (and evaluation) files; a prompt's saved task metadata wins over both, so that eval and
+  predict score with the labels the prompt was trained on, whatever files are passed.
+- ``load_split``: the records of the training or evaluation split (SuperGLUE folder, FewGLUE
+  folder, the hub, or the user's files), after few-shot and size limits, as task instances.
+- ``prepare_backbone``: the backbone with the head the task needs.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..tasks import data as data_mod
+from ..tasks.prepared import PreparedTask
+from ..tasks.records import DataError
+from ..tasks.superglue import UserTask, get_task, task_from_metadata, user_task
+from .runconfig import ConfigError, TrainConfig
+
+
+def _text_fields(cfg: TrainConfig) -> list[str]:
+    if not cfg.text_fields:
+        raise ConfigError("task 'custom' needs --text-fields (one or two comma-separated field names)")
+    return [f.strip() for f in cfg.text_fields.split(",") if f.strip()]
+
+
+def resolve_task(cfg: TrainConfig, saved: dict | None = None):
+    """The task of a run: ``saved`` (a prompt's task metadata) if given, else from ``cfg``."""
+    if saved is not None:
+        return task_from_metadata(saved)
+    if cfg.task.lower() != "custom":
+        return get_task(cfg.task)
+    if not cfg.train_file and not cfg.eval_file:
+        raise ConfigError("task 'custom' needs --train-file and/or --eval-file")
+    fields = _text_fields(cfg)
+    records = []
+    for path in (cfg.train_file, cfg.eval_file):
+        if path:
+            records += data_mod.load_user_records(path, text_fields=fields, label_field=cfg.label_field)
+    labels = sorted({str(r[cfg.label_field]) for r in records if r.get(cfg.label_field) is not None})
+    if not labels:
+        raise ConfigError(f"task 'custom': no labels found in field {cfg.label_field!r}")
+    return user_task("custom", labels, fields, cfg.label_field)
+
+
+def prepare_backbone(cfg: TrainConfig, task=None):
+    """Loads ``(backbone, tokenizer, family, task)``: the backbone with the head ``task`` needs."""
+    from ..backbones import load_backbone
+
+    task = task or resolve_task(cfg)
+    num_labels = 2 if task.choice else task.num_labels
+    backbone, tokenizer, family = load_backbone(cfg.model, head="auto", num_labels=num_labels)
+    return backbone, tokenizer, family, task
+
+
+def _fewglue_dir(cfg: TrainConfig):
+    folder = cfg.fewglue_dir or data_mod.DEFAULT_FEWGLUE_DIR
+    if folder is None:
+        raise ConfigError("--train-source fewglue: no FewGLUE folder found; pass --fewglue-dir <dir> with "
+                          "<dir>/<Task>/{train,dev32}.jsonl or set RESPROMPT_FEWGLUE_DIR")
+    return folder
+
+
+def _records(cfg: TrainConfig, task, split: str, source: str):
+    if isinstance(task, UserTask):
+        path = cfg.train_file if split == "train" else cfg.eval_file
+        if not path:
+            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
+        fields = list(task.text_fields)
+        label = task.label_field if split == "train" else None  # evaluation files may lack labels
+        return data_mod.load_user_records(path, text_fields=fields, label_field=label), str(path)
+    if source == "fewglue":
+        return data_mod.load_records(task, split, fewglue_dir=_fewglue_dir(cfg))
+    if source == "hub":
+        return data_mod.load_records(task, split, hub=True)
+    data_dir = cfg.data_dir or data_mod.DEFAULT_DATA_DIR
+    if data_dir is None:
+        raise ConfigError("no data folder: pass --data-dir <dir> with <dir>/<Task>/<split>.jsonl")
+    return data_mod.load_records(task, split, data_dir=data_dir)
+
+
+def label_key(task) -> str:
+    """The record field few-shot sampling stratifies on: the user's label field, else ``label``."""
+    return getattr(task, "label_field", None) or "label"
+
+
+def load_split(cfg: TrainConfig, task, family: str, train: bool):
+    """Instances of the training or evaluation split, after few-shot / size limits; and their source."""
+    if train:
+        split, source = cfg.train_split, cfg.train_source
+    else:
+        split = cfg.eval_split
+        source = "fewglue" if split == "dev32" else ("hub" if cfg.train_source == "hub" else "superglue")
+    records, desc = _records(cfg, task, split, source)
+    if train and cfg.few_shot:
+        records = data_mod.few_shot(records, cfg.few_shot, cfg.seed, label_key(task))
+    if train and cfg.max_train_examples and len(records) > cfg.max_train_examples:
+        records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
+    if not train and cfg.max_eval_examples:
+        records = records[: cfg.max_eval_examples]
+    instances = task.instances(records, family, desc)
+    if not instances:
+        raise DataError(f"{desc}: no examples")
+    return instances, desc
+
+
+def prepare_task(cfg: TrainConfig, task, family: str, tokenizer, max_len: int) -> PreparedTask:
+    """Both splits of ``task`` read and tokenised for a training run."""
+    train_inst, train_desc = load_split(cfg, task, family, train=True)
+    eval_inst, eval_desc = load_split(cfg, task, family, train=False)
+    return PreparedTask(task, family, tokenizer, train_inst, eval_inst, max_len, train_desc, eval_desc)
