@@ -25,11 +25,11 @@ import torch  # noqa: E402
 
 from resprompt import ResidualPromptConfig, ResidualPromptModel  # noqa: E402
 from resprompt.backbones import BackboneError, load_backbone  # noqa: E402
-from resprompt.tasks.evaluation import best_candidates, decoder_scores  # noqa: E402
-from resprompt.training.setup import load_split, resolve_task  # noqa: E402
-from resprompt.tasks.features import featurize  # noqa: E402
 from resprompt.io import write_json
+from resprompt.tasks.evaluation import best_candidates, decoder_scores  # noqa: E402
+from resprompt.tasks.features import featurize  # noqa: E402
 from resprompt.training.runconfig import TrainConfig  # noqa: E402
+from resprompt.training.setup import load_split, resolve_task  # noqa: E402
 
 
 def main() -> int:

@@ -23,8 +23,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from resprompt.prompt.config import ResidualPromptConfig  # noqa: E402
 from resprompt.io import write_json
+from resprompt.prompt.config import ResidualPromptConfig  # noqa: E402
 from resprompt.training.runconfig import TrainConfig  # noqa: E402
 from resprompt.training.trainer import train  # noqa: E402
 

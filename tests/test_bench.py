@@ -205,8 +205,8 @@ def _fake(cell, best, n=50, curve=(0.5, 0.6)):
 
 
 def test_claim_verdicts_and_plots_from_records(tmp_path):
-    from resprompt.io import write_json
     from resprompt.experiments.report import build_report
+    from resprompt.io import write_json
 
     grid = bench.load_grid({"name": "v", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
@@ -240,8 +240,8 @@ def test_claim_verdicts_and_plots_from_records(tmp_path):
 
 
 def test_more_claim_rules_from_records(tmp_path):
-    from resprompt.io import write_json
     from resprompt.experiments.report import build_report
+    from resprompt.io import write_json
 
     grid = bench.load_grid({"name": "w", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},
@@ -271,8 +271,8 @@ def test_more_claim_rules_from_records(tmp_path):
 
 
 def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
-    from resprompt.io import write_json
     from resprompt.experiments.report import build_report
+    from resprompt.io import write_json
 
     latency = tmp_path / "lat.json"
     write_json(latency, {"median_s": {"bare": 0.1, "folded": 0.12, "peft": 0.121}, "folded/peft": 0.992,
@@ -303,8 +303,8 @@ def test_claims_per_backbone_cost_and_latency_sections(tmp_path):
 
 
 def test_claim_two_judged_separately_on_the_full_training_set(tmp_path):
-    from resprompt.io import write_json
     from resprompt.experiments.report import build_report
+    from resprompt.io import write_json
 
     grid = bench.load_grid({"name": "f", "results_dir": str(tmp_path / "res"), "report": str(tmp_path / "R.md"),
                             "plots_dir": str(tmp_path / "img"), "seeds": [1, 2, 3], "defaults": {"model": "m"},

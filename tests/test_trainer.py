@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import resprompt.training.trainer as trainer_mod
-from resprompt.prompt.config import ResidualPromptConfig
 from resprompt.io import read_safetensors
+from resprompt.prompt.config import ResidualPromptConfig
 from resprompt.training.runconfig import ConfigError, TrainConfig
 
 

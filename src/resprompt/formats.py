@@ -178,9 +178,8 @@ def check_backbone(saved: dict, model_meta: dict, where: Path, allow_mismatch: b
 
 def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = False) -> ResidualPromptModel:
     """A ready-to-use model of ``cls`` with the prompt at ``path`` folded in, on ``backbone``."""
-    from .heads import HeadError
-
     from .backbones import detect_family
+    from .heads import HeadError
 
     saved = read_prompt(path)
     check_backbone(saved.backbone, backbone_meta(backbone, detect_family(backbone)), saved.path, allow_mismatch)
