@@ -108,8 +108,18 @@ def tiny_model_dirs(tmp_path_factory):
     return dirs
 
 
+FIXTURES = __import__("pathlib").Path(__file__).resolve().parent / "fixtures"
+
+
 @pytest.fixture(scope="session")
 def data_root():
+    """Tiny synthetic SuperGLUE / FewGLUE files in the official layout (tests/fixtures; always there)."""
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def real_data_root():
+    """The real SuperGLUE / FewGLUE data in ../shared/data (skips where it is absent)."""
     if not (DATA_ROOT / "superglue" / "CB").is_dir():
         pytest.skip(f"real SuperGLUE data not found under {DATA_ROOT}")
     return DATA_ROOT

@@ -329,7 +329,8 @@ def test_claim_two_judged_separately_on_the_full_training_set(tmp_path):
     assert sum(ln.startswith("| 3 |") for ln in text.splitlines()) == 1  # unmeasured: one "not measured yet"
 
 
-def test_reference_scores_are_the_constant_predictions(data_root, monkeypatch):
+def test_reference_scores_are_the_constant_predictions(real_data_root, monkeypatch):
+    data_root = real_data_root
     """CB val: 23 entailment, 28 contradiction, 5 neutral; FewGLUE CB train: 19 / 10 / 3."""
     import importlib
     import sys

@@ -22,7 +22,7 @@ def minilm():
     return load_backbone("minilm", num_labels=3)
 
 
-def test_minilm_training_lowers_loss(minilm):
+def test_minilm_training_lowers_loss(minilm, tmp_path):
     if not DATA.is_file():
         pytest.skip(f"{DATA} not found")
     backbone, tok, family = minilm
@@ -49,9 +49,10 @@ def test_minilm_training_lowers_loss(minilm):
     with torch.no_grad():
         after = loss().item()
     assert after < before * 0.8, (before, after)
-    # backbone untouched, the fold is exact on the real model too
+    # the fold is exact on the real model too, loaded onto the very backbone the trained prompt uses
     with torch.no_grad():
         ref = model(**enc).logits
-        folded = ResidualPromptModel(backbone, model.config, tok, _init=model.fold())
-        folded.set_folded_prompt(model.fold())
+        model.save_pretrained(tmp_path / "p")
+        folded = ResidualPromptModel.from_pretrained(backbone, tmp_path / "p", tokenizer=tok)
         assert (folded(**enc).logits - ref).abs().max() <= 1e-5
+        assert torch.equal(model(**enc).logits, ref)  # loading a second prompt left the first as it was
