@@ -215,3 +215,27 @@ def test_few_shot_unlabeled_pool_and_instances():
     insts = get_task("CB").instances([dict(CB_ROW, label=lab, idx=i) for i, lab in
                                       enumerate(["neutral", "entailment"] * 3)], "encoder", "mem")
     assert sorted(i.label for i in D.few_shot(insts, 2, seed=0, label_key="label")) == [0, 0, 2, 2]
+
+
+def test_tsv_is_read_without_quote_processing(tmp_path):
+    """Before: an unbalanced double quote in a TSV text field merged rows or failed with 'row too short'."""
+    p = tmp_path / "d.tsv"
+    p.write_text('text\tlabel\nHe said "hello there\tpos\nplain row\tneg\n"quoted" start\tpos\n')
+    rows = D.read_csv(p)
+    assert [(r["text"], r["label"], r["__line__"]) for r in rows] == [
+        ('He said "hello there', "pos", 2), ("plain row", "neg", 3), ('"quoted" start', "pos", 4)]
+
+
+def test_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("text,label,text\na,pos,b\n")
+    with pytest.raises(D.DataError, match=r"d\.csv:1: header names column\(s\) 'text' more than once"):
+        D.read_csv(p)
+
+
+def test_read_records_reads_csv_tsv_and_jsonl(tmp_path):
+    (tmp_path / "a.csv").write_text("s,label\nx,pos\n")
+    (tmp_path / "a.tsv").write_text("s\tlabel\nx\tpos\n")
+    (tmp_path / "a.jsonl").write_text('{"s": "x", "label": "pos"}\n')
+    for name in ("a.csv", "a.tsv", "a.jsonl"):
+        assert [(r["s"], r["label"]) for r in D.read_records(tmp_path / name)] == [("x", "pos")]

@@ -174,3 +174,81 @@ def test_peft_export_of_bert_head_round_trips_through_our_loader(tmp_path):
     ids, mask = batch(ROWS)
     with torch.no_grad():
         assert (loaded(ids, mask).logits - m(ids, mask).logits).abs().max() <= 1e-5
+
+
+# ------------------------------------------------------------------- adapters made by stock PEFT
+def _stock_peft(backbone, task_type, path, n=4, seed=11):
+    """A prompt-tuning adapter as a PEFT user makes it (get_peft_model + save_pretrained), with
+    perturbed weights so that nothing matches by accident."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    pm = get_peft_model(backbone, PromptTuningConfig(task_type=task_type, num_virtual_tokens=n))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in pm.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.3)
+    pm.save_pretrained(str(path))
+    return pm.eval()
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_stock_peft_adapter_loads_with_peft_logits(tmp_path, name):
+    build = {"bert": tiny_bert, "gpt2": tiny_gpt2}[name]
+    pm = _stock_peft(build(), "SEQ_CLS" if name == "bert" else "CAUSAL_LM", tmp_path / "a")
+    ids, mask = batch(ROWS)
+    with torch.no_grad():
+        theirs = pm(input_ids=ids, attention_mask=mask).logits
+        ours = ResidualPromptModel.from_pretrained(build(), tmp_path / "a")
+        assert ours.placement_mode == "prefix" and ours.num_tokens == 4
+        mine = ours(ids, mask).logits
+    if name == "gpt2":
+        theirs = theirs[:, 4:]  # PEFT returns logits on prompt slots too
+    assert (mine - theirs).abs().max() <= 1e-5
+
+
+def test_stock_peft_t5_adapter_with_two_submodules_loads_as_n_tokens(tmp_path):
+    """Before: PEFT's T5 default (num_transformer_submodules=2, prompt_embeddings [2n, d]) loaded as 2n tokens."""
+    pm = _stock_peft(tiny_t5(), "SEQ_2_SEQ_LM", tmp_path / "t5")
+    cfg = json.loads((tmp_path / "t5" / "adapter_config.json").read_text())
+    assert cfg["num_transformer_submodules"] == 2
+    ours = ResidualPromptModel.from_pretrained(tiny_t5(), tmp_path / "t5")
+    assert ours.num_tokens == 4
+    ids, mask = batch(ROWS)
+    g_theirs = pm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    g_ours = ours.generate(ids, mask, max_new_tokens=5, do_sample=False)
+    assert g_ours.tolist() == g_theirs.tolist()
+    stored = pm.get_prompt(batch_size=1)[0]  # [2n, d]: encoder rows first
+    assert torch.allclose(ours.fold(), stored[:4], atol=1e-6)
+
+
+def test_stock_peft_adapter_as_init_and_import(tmp_path):
+    pm = _stock_peft(tiny_gpt2(), "CAUSAL_LM", tmp_path / "a")
+    stored = pm.get_prompt(batch_size=1)[0].detach()
+    assert torch.allclose(import_peft_prompt(tmp_path / "a"), stored, atol=1e-6)
+    init = ResidualPromptModel(tiny_gpt2(), ResidualPromptConfig(num_tokens=4, init="saved",
+                                                                  init_path=str(tmp_path / "a")))
+    assert torch.allclose(init.prompt_encoder.embedding, stored, atol=1e-6)
+
+
+def test_saving_another_format_replaces_the_folders_prompt(tmp_path):
+    """Before: a PEFT save into a folder holding a resprompt prompt left the old prompt winning on load."""
+    old, new = _trained(tiny_gpt2()), _trained(tiny_gpt2(), placement="prefix")
+    with torch.no_grad():
+        new.prompt_encoder.embedding.add_(1.0)
+    old.save_pretrained(tmp_path / "p")
+    new.save_pretrained(tmp_path / "p", format="peft")
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert torch.allclose(ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "p").fold(), new.fold())
+    old.save_pretrained(tmp_path / "p")  # and back: the PEFT files go
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [PROMPT_FILE, META_FILE]
+    assert torch.allclose(ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "p").fold(), old.fold())
+
+
+def test_a_folder_with_both_formats_is_refused(tmp_path):
+    _trained(tiny_gpt2()).save_pretrained(tmp_path / "p")
+    _trained(tiny_gpt2(), placement="prefix").save_pretrained(tmp_path / "q", format="peft")
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / "p" / f).write_bytes((tmp_path / "q" / f).read_bytes())
+    with pytest.raises(PromptFileError, match=r"holds both a resprompt prompt \(resprompt_config.json\) and a PEFT"):
+        ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "p")

@@ -282,3 +282,21 @@ def test_submission_cb_and_bool_tasks():
     bq = get_task("BoolQ")
     insts = bq.instances([{"question": "q", "passage": "p", "label": True, "idx": 9}], "decoder", "x")
     assert bq.submission(insts, [1], "decoder") == [{"idx": 9, "label": "true"}]
+
+
+def test_invalid_generated_answer_is_a_class_of_its_own():
+    """Before: an invalid answer (-1) counted as class (gold + 1) % k, a false positive of another class."""
+    cb = get_task("CB")
+    insts = cb.instances([{"premise": "p", "hypothesis": "h", "label": lab, "idx": i}
+                          for i, lab in enumerate(["entailment", "contradiction", "neutral"])], "seq2seq", "x")
+    res = cb.evaluate(insts, [0, -1, 2], "seq2seq")
+    # class 0 and 2: F1 1; class 1: never predicted, F1 0; the invalid answer is nobody's false positive
+    assert res["accuracy"] == pytest.approx(2 / 3) and res["f1_macro"] == pytest.approx(2 / 3)
+    axb = get_task("AX-b")
+    rows = [{"sentence1": "a", "sentence2": "b", "label": lab, "idx": i}
+            for i, lab in enumerate(["entailment", "not_entailment", "entailment", "not_entailment"])]
+    from resprompt.tasks.metrics import matthews
+
+    res = axb.evaluate(axb.instances(rows, "seq2seq", "x"), [0, 1, -1, 1], "seq2seq")
+    assert res["matthews"] == pytest.approx(matthews([0, 1, 2, 1], [0, 1, 0, 1]))
+    assert res["matthews"] != pytest.approx(matthews([0, 1, 1, 1], [0, 1, 0, 1]))
