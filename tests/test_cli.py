@@ -99,7 +99,7 @@ def _bad_cb(tmp_path, line):
         ("bad_yaml", "invalid YAML"),
         ("unknown_setting", "unknown setting(s): bogus"),
         ("bad_value", "epochs=0"),
-        ("empty", "no"),
+        ("empty", "train.jsonl: no records (empty file)"),
     ],
 )
 def test_user_errors_one_line_no_output(case, expect, tiny_model_dirs, data_root, tmp_path, capsys):
@@ -176,3 +176,91 @@ def test_diagnostics_scored_with_rte_prompt(tiny_model_dirs, data_root, tmp_path
                                   "--data-dir", str(data_root / "superglue")], capsys)
         assert code == 0, err
         assert keys <= set(json.loads(stdout)["metrics"])
+
+
+def _custom_data(tmp_path):
+    words = {"a": "apple pear plum", "b": "car bus train", "c": "red blue green"}
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": f"{words[y]} {i}", "y": y}) + "\n"
+                             for i, y in enumerate("abc" * 6)))
+    evalf = tmp_path / "eval.csv"
+    evalf.write_text("text,y\n" + "".join(f"{words[y]} x,{y}\n" for y in "abcab"))
+    only_c = tmp_path / "only_c.csv"
+    only_c.write_text("text,y\nred blue,c\ngreen red,c\n")
+    pred_in = tmp_path / "new.tsv"
+    pred_in.write_text('text\nsaid "red\ncar bus\n')
+    return train, evalf, only_c, pred_in
+
+
+def test_custom_task_end_to_end(tiny_model_dirs, tmp_path, capsys):
+    """train -> eval -> predict on the user's own files (jsonl, csv, tsv), with the label set saved in the prompt.
+
+    Before: predict asked for --train-file, read jsonl only, and eval rebuilt the labels from the files given."""
+    train, evalf, only_c, pred_in = _custom_data(tmp_path)
+    run = tmp_path / "run"
+    code, _, err = _run(["train", "--model", tiny_model_dirs["bert"], "--task", "custom", "--train-file", str(train),
+                         "--eval-file", str(evalf), "--text-fields", "text", "--label-field", "y",
+                         "--output-dir", str(run), "--max-grad-norm", "none", *FAST], capsys)
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["train"]["max_grad_norm"] is None
+    meta = json.loads((run / "best" / "resprompt_config.json").read_text())["task"]
+    assert meta["labels"] == ["a", "b", "c"] and meta["text_fields"] == ["text"] and meta["label_field"] == "y"
+    # eval on a file holding one label only: classes stay a=0, b=1, c=2 (the prompt's), no --task needed
+    code, out, err = _run(["eval", "--model", tiny_model_dirs["bert"], "--prompt", str(run), "--eval-file",
+                           str(only_c)], capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["task"] == "custom" and res["metrics"]["n"] == 2.0
+    code, out, err = _run(["predict", "--model", tiny_model_dirs["bert"], "--prompt", str(run), "--task", "custom",
+                           "--input", str(pred_in), "--output", str(tmp_path / "p.jsonl")], capsys)
+    assert code == 0, err
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and {x["label"] for x in lines} <= {"a", "b", "c"}
+    # the same prompt, scored on the same file by the library directly, gives the same numbers
+    from resprompt.backbones import load_backbone
+    from resprompt.model import ResidualPromptModel
+    from resprompt.tasks.evaluation import evaluate
+    from resprompt.tasks.features import featurize
+    from resprompt.tasks.superglue import task_from_metadata
+
+    task = task_from_metadata(meta)
+    backbone, tok, fam = load_backbone(tiny_model_dirs["bert"], num_labels=3)
+    model = ResidualPromptModel.from_pretrained(backbone, run, tokenizer=tok)
+    from resprompt.tasks.data import read_records
+
+    insts = task.instances(read_records(only_c), fam, str(only_c))
+    feats = featurize(insts, tok, fam, 48, train=False)
+    assert evaluate(model, task, fam, insts, feats, tok, 8)[0] == res["metrics"]
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tiny_model_dirs, data_root, tmp_path, capsys):
+    """Before: --overwrite deleted whatever folder it was given."""
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("precious")
+    code, _, err = _run(["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--data-dir",
+                         str(data_root / "superglue"), "--output-dir", str(mine), "--overwrite", *FAST], capsys)
+    assert code == 2 and (mine / "chapter1.tex").read_text() == "precious"
+    assert f"resprompt: error: --overwrite: {mine} is not a resprompt run folder (no resprompt_run.json)" in err
+    run = tmp_path / "run"
+    args = ["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--data-dir", str(data_root / "superglue"),
+            "--output-dir", str(run), *FAST]
+    assert _run(args, capsys)[0] == 0
+    assert (run / "resprompt_run.json").is_file()
+    code, _, err = _run(args + ["--overwrite", "--seed", "5"], capsys)  # a run folder is replaced
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["train"]["seed"] == 5
+
+
+def test_resume_with_other_settings_is_refused(tiny_model_dirs, data_root, tmp_path, capsys):
+    """Before: --resume rewrote config.json with the new flags while the checkpoint restored the old schedule."""
+    run = tmp_path / "run"
+    args = ["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--data-dir", str(data_root / "superglue"),
+            "--output-dir", str(run), *FAST]
+    assert _run(args, capsys)[0] == 0
+    before = (run / "config.json").read_text()
+    code, _, err = _run(args + ["--resume", "--lr", "0.01"], capsys)
+    assert code == 2 and (run / "config.json").read_text() == before
+    assert "resprompt: error: --resume: settings differ from" in err and "lr 0.3 -> 0.01" in err
+    code, _, err = _run(args + ["--resume", "--no-progress"], capsys)  # same settings: fine
+    assert code == 0, err

@@ -178,3 +178,53 @@ def test_each_evaluation_logs_the_norm_of_the_prompt_the_backbone_sees(tiny_mode
     assert len(norms) == 3 and min(norms) > 0 and len(set(norms)) == 3  # step 0, then a moving prompt
     kept = load_file(str(tmp_path / "n" / "best" / "prompt.safetensors"))["prompt"]  # folded P' [n, d]
     assert [x for x in evals if x["best"]][-1]["prompt_norm"] == round(float(kept.norm(dim=-1).mean()), 4)
+
+
+def test_logged_loss_is_the_mean_over_accumulated_micro_batches(tiny_model_dirs, data_root, tmp_path):
+    """Before: with --grad-accum the logged loss was the last micro-batch's only."""
+    seen = []
+
+    def build(backbone, prompt_cfg, tokenizer, family):
+        model = trainer_mod.ResidualPromptModel(backbone, prompt_cfg, tokenizer=tokenizer, family=family)
+        forward = model.forward
+
+        def recording(*a, **k):
+            out = forward(*a, **k)
+            if out.loss is not None:  # training batches (evaluation passes no labels)
+                seen.append(out.loss.item())
+            return out
+
+        model.forward = recording
+        return model
+
+    trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "acc", data_root, max_steps=3, grad_accum=3,
+                           eval_every=100), PROMPT, build_model=build)
+    logged = [json.loads(x)["loss"] for x in (tmp_path / "acc" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(x)["type"] == "train"]
+    assert len(seen) == 9 and len(logged) == 3
+    for step, value in enumerate(logged):
+        assert value == pytest.approx(sum(seen[3 * step: 3 * step + 3]) / 3, rel=1e-6)
+    assert logged[0] != pytest.approx(seen[2], rel=1e-6)
+
+
+def test_report_to_tensorboard_through_accelerate(tiny_model_dirs, data_root, tmp_path):
+    pytest.importorskip("tensorboard")
+    trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "tb", data_root, max_steps=2, eval_every=2,
+                           report_to="tensorboard"), PROMPT)
+    events = list((tmp_path / "tb" / "resprompt").glob("events.out.tfevents.*"))  # (hparams go in a subfolder)
+    assert len(events) == 1
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert {"train/loss", "eval/accuracy", "eval/score"} <= set(acc.Tags()["scalars"])
+    logged = [json.loads(x) for x in (tmp_path / "tb" / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx([x["loss"] for x in logged
+                                                                          if x["type"] == "train"])
+
+
+def test_report_to_is_validated():
+    with pytest.raises(ConfigError, match=r"report-to='tensorbored' is invalid: tensorbored unknown"):
+        TrainConfig(report_to="tensorbored")
+    assert TrainConfig(report_to="none").trackers() == []
+    assert TrainConfig(report_to="tensorboard, mlflow").trackers() == ["tensorboard", "mlflow"]
