@@ -220,10 +220,12 @@ def test_few_shot_unlabeled_pool_and_instances():
 def test_tsv_is_read_without_quote_processing(tmp_path):
     """Before: an unbalanced double quote in a TSV text field merged rows or failed with 'row too short'."""
     p = tmp_path / "d.tsv"
-    p.write_text('text\tlabel\nHe said "hello there\tpos\nplain row\tneg\n"quoted" start\tpos\n')
+    p.write_text('text\tlabel\nHe said "hello there\tpos\n"unbalanced start\tneg\nplain row\tneg\n'
+                 '"quoted" start\tpos\n')
     rows = D.read_csv(p)
     assert [(r["text"], r["label"], r["__line__"]) for r in rows] == [
-        ('He said "hello there', "pos", 2), ("plain row", "neg", 3), ('"quoted" start', "pos", 4)]
+        ('He said "hello there', "pos", 2), ('"unbalanced start', "neg", 3), ("plain row", "neg", 4),
+        ('"quoted" start', "pos", 5)]
 
 
 def test_csv_header_naming_a_column_twice_is_refused(tmp_path):
