@@ -5,9 +5,10 @@ import json
 import pytest
 import torch
 
+import resprompt
 from conftest import batch, tiny_bert, tiny_gpt2, tiny_llama, tiny_t5
 from resprompt import PromptFileError, ResidualPromptConfig, ResidualPromptModel, import_peft_prompt
-from resprompt.io import META_FILE, PROMPT_FILE
+from resprompt.io import META_FILE, PROMPT_FILE, embedding_fingerprint
 
 ROWS = [[1, 5, 6, 7, 8], [1, 9, 10, 11, 12]]
 
@@ -26,8 +27,9 @@ def test_metadata_records_backbone_and_method(tmp_path):
     m.save_pretrained(tmp_path / "p")
     meta = json.loads((tmp_path / "p" / META_FILE).read_text())
     assert meta["num_tokens"] == 4 and meta["hidden_size"] == 32 and meta["vocab_size"] == 99
-    assert meta["config"]["reparam"] == "residual" and meta["library_version"]
-    assert meta["head"] == "classifier" and len(meta["embedding_fingerprint"]) == 32
+    assert meta["config"]["reparam"] == "residual" and meta["library_version"] == resprompt.__version__
+    assert meta["head"] == "classifier"
+    assert meta["embedding_fingerprint"] == embedding_fingerprint(tiny_bert().get_input_embeddings())
     assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [PROMPT_FILE, META_FILE]
 
 
@@ -36,34 +38,37 @@ def test_other_hidden_size_refused(tmp_path):
     import transformers
 
     other = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=99, n_embd=16, n_layer=1, n_head=2))
-    with pytest.raises(PromptFileError, match="hidden size 32"):
+    with pytest.raises(PromptFileError, match=r"hidden size 32 \(unknown\), this backbone has 16"):
         ResidualPromptModel.from_pretrained(other, tmp_path / "p")
 
 
 def test_other_weights_refused_unless_allowed(tmp_path):
-    _trained(tiny_gpt2()).save_pretrained(tmp_path / "p")
+    saved = _trained(tiny_gpt2())
+    saved.save_pretrained(tmp_path / "p")
     torch.manual_seed(123)
     other = tiny_gpt2()
     with torch.no_grad():
         other.get_input_embeddings().weight.add_(0.5)
-    with pytest.raises(PromptFileError, match="embedding_fingerprint"):
+    with pytest.raises(PromptFileError, match=r"embedding_fingerprint '[0-9a-f]{32}' of the prompt's backbone .* "
+                                              r"differs from this backbone's .*pass allow_mismatch=True"):
         ResidualPromptModel.from_pretrained(other, tmp_path / "p")
     m = ResidualPromptModel.from_pretrained(other, tmp_path / "p", allow_mismatch=True)
-    assert m.is_folded
+    assert m.is_folded and torch.equal(m.fold(), saved.fold())
 
 
 def test_corrupt_and_missing_files(tmp_path):
     _trained(tiny_gpt2()).save_pretrained(tmp_path / "p")
     (tmp_path / "p" / PROMPT_FILE).write_bytes(b"\x00garbage")
-    with pytest.raises(PromptFileError, match="not a readable safetensors"):
+    with pytest.raises(PromptFileError, match=r"prompt\.safetensors: not a readable safetensors file"):
         ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "p")
     (tmp_path / "p" / META_FILE).write_text("{not json")
-    with pytest.raises(PromptFileError, match="not valid JSON"):
+    with pytest.raises(PromptFileError, match=r"resprompt_config\.json: not valid JSON"):
         ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "p")
-    with pytest.raises(PromptFileError, match="not found"):
+    with pytest.raises(PromptFileError, match="nope: prompt folder not found"):
         ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PromptFileError, match="neither"):
+    with pytest.raises(PromptFileError, match=r"empty: neither a resprompt prompt \(resprompt_config\.json\) "
+                                              r"nor a PEFT adapter \(adapter_config\.json\)"):
         ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "empty")
 
 
@@ -105,11 +110,12 @@ def test_trainable_state_round_trip(tmp_path, kw):
     fresh = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=4, bottleneck=8, **kw))
     assert not torch.equal(fresh.fold(), m.fold())
     fresh.load_trainable(tmp_path / "t")
+    assert any(k.startswith("head.") for k in m.state_dict())
     for k, v in m.state_dict().items():
-        if k.startswith("prompt_encoder.") or k.startswith("backbone.classifier."):
+        if k.startswith(("prompt_encoder.", "head.")):
             assert torch.equal(fresh.state_dict()[k], v), k
     other_cfg = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=4, bottleneck=9))
-    with pytest.raises(PromptFileError, match="config differs"):
+    with pytest.raises(PromptFileError, match="prompt config differs from the model's: .*'bottleneck': 8"):
         other_cfg.load_trainable(tmp_path / "t")
 
 
