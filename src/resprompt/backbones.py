@@ -347,7 +347,6 @@ def load_backbone(
     ``"lm"`` (seq2seq or causal LM; not for encoders) or ``"auto"`` (classification for encoders,
     lm otherwise). Decoder tokenizers pad on the left, with EOS as pad if they have no pad token.
     """
-    import transformers
     from transformers import AutoConfig, AutoTokenizer
 
     if head not in HEADS:
@@ -375,19 +374,7 @@ def load_backbone(
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"
 
-    kwargs = {}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
-    if head == "classification":
-        auto_cls = transformers.AutoModelForSequenceClassification
-        if num_labels is not None:
-            kwargs["num_labels"] = num_labels
-            # a checkpoint that is already a classifier with another label count gets a fresh head
-            kwargs["ignore_mismatched_sizes"] = True
-    elif family == "seq2seq":
-        auto_cls = transformers.AutoModelForSeq2SeqLM
-    else:
-        auto_cls = transformers.AutoModelForCausalLM
+    auto_cls, kwargs = _model_class(head, family, num_labels, dtype)
     if head != "classification" and num_labels is not None:
         log.warning("num_labels=%s ignored: the %s backbone %r gets an LM head", num_labels, family, name)
     try:
@@ -402,6 +389,21 @@ def load_backbone(
         name, path, type(model).__name__, family, head, n_params / 1e6, model.dtype,
     )
     return model, tokenizer, family
+
+
+def _model_class(head: str, family: str, num_labels: int | None, dtype) -> tuple:
+    """The transformers auto class for (head, family) and its ``from_pretrained`` keyword arguments."""
+    import transformers
+
+    kwargs = {} if dtype is None else {"dtype": dtype}
+    if head == "classification":
+        if num_labels is not None:
+            # a checkpoint that is already a classifier with another label count gets a fresh head
+            kwargs.update(num_labels=num_labels, ignore_mismatched_sizes=True)
+        return transformers.AutoModelForSequenceClassification, kwargs
+    if family == "seq2seq":
+        return transformers.AutoModelForSeq2SeqLM, kwargs
+    return transformers.AutoModelForCausalLM, kwargs
 
 
 # --------------------------------------------------------------------------- lengths
