@@ -67,8 +67,9 @@ def test_yaml_config_and_flag_override(tiny_model_dirs, data_root, tmp_path, cap
 
 
 def test_help_documents_every_flag(capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as e:
         main(["train", "--help"])
+    assert e.value.code == 0
     out = capsys.readouterr().out
     for flag in ("--model", "--task", "--method", "--prompt-length", "--bottleneck", "--lr", "--epochs",
                  "--max-steps", "--few-shot", "--seed", "--output-dir", "--resume", "--branch-scale",
@@ -89,16 +90,16 @@ def _bad_cb(tmp_path, line):
     "case, expect",
     [
         ("unknown_task", "unknown task 'XYZ'"),
-        ("missing_dir", "no such folder"),
+        ("missing_dir", "nope/CB: no such folder ("),
         ("missing_split", "split 'test2' unknown"),
         ("malformed", "train.jsonl:2"),
-        ("bad_label", "'maybe'"),
-        ("missing_field", "hypothesis"),
-        ("few_shot", "few-shot k=500"),
+        ("bad_label", "train.jsonl:2: label 'maybe' not in ('entailment', 'contradiction', 'neutral')"),
+        ("missing_field", "train.jsonl:2: field 'hypothesis' missing"),
+        ("few_shot", "few-shot k=500: class 'contradiction' has only 10 example(s)"),
         ("unwritable", "not writable"),
-        ("bad_yaml", "invalid YAML"),
+        ("bad_yaml", "bad.yaml:2: invalid YAML"),
         ("unknown_setting", "unknown setting(s): bogus"),
-        ("bad_value", "epochs=0"),
+        ("bad_value", "epochs=0 is invalid: expected a positive integer"),
         ("empty", "train.jsonl: no records (empty file)"),
     ],
 )
@@ -146,6 +147,7 @@ def test_prompt_from_other_backbone_refused(trained, tiny_model_dirs, data_root,
     code, _, err = _run(["eval", "--model", str(other), "--prompt", str(trained), "--task", "CB", "--data-dir",
                          str(data_root / "superglue")], capsys)
     assert code == 2 and "embedding_fingerprint" in err and "Traceback" not in err
+    assert "differs from this backbone's" in err and "--allow-backbone-mismatch" in err
 
 
 def test_cli_flushes_subnormal_floats(tmp_path, capsys):
@@ -157,13 +159,13 @@ def test_cli_flushes_subnormal_floats(tmp_path, capsys):
     finally:
         torch.set_flush_denormal(False)
     assert float(torch.tensor([1e-39]) * 1.0) > 0.0
-    assert "missing.yaml" in capsys.readouterr().err
+    assert f"resprompt: error: grid {tmp_path / 'missing.yaml'}: file not found" in capsys.readouterr().err
 
 
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "resprompt.cli", "eval", "--model", "x"], capture_output=True,
                        text=True)
-    assert r.returncode == 2 and "--prompt" in r.stderr
+    assert r.returncode == 2 and "the following arguments are required: --prompt" in r.stderr
 
 
 def test_diagnostics_scored_with_rte_prompt(tiny_model_dirs, data_root, tmp_path, capsys):
@@ -175,7 +177,12 @@ def test_diagnostics_scored_with_rte_prompt(tiny_model_dirs, data_root, tmp_path
         code, stdout, err = _run(["eval", "--model", tiny_model_dirs["bert"], "--prompt", str(out), "--task", task,
                                   "--data-dir", str(data_root / "superglue")], capsys)
         assert code == 0, err
-        assert keys <= set(json.loads(stdout)["metrics"])
+        metrics = json.loads(stdout)["metrics"]
+        assert keys <= set(metrics) and metrics["n"] == 8
+        if task == "AX-b":
+            assert metrics["score"] == metrics["matthews"]
+        else:
+            assert metrics["score"] == pytest.approx((metrics["accuracy"] + metrics["gender_parity"]) / 2)
 
 
 def _custom_data(tmp_path):

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from resprompt import MLPBlock, PromptEncoder, ResidualPromptConfig
@@ -72,7 +73,8 @@ def test_separate_networks_are_per_token_and_untied():
 def test_lstm_shapes_and_count():
     cfg = ResidualPromptConfig(num_tokens=5, reparam="lstm", lstm_hidden=3)
     enc = PromptEncoder(cfg, torch.randn(5, 8))
-    assert enc().shape == (5, 8)
+    out, _ = enc.lstm(enc.embedding.unsqueeze(0))
+    assert enc().shape == (5, 8) and torch.allclose(enc(), enc.lstm_head(out[0]))
     lstm = sum(p.numel() for p in nn.LSTM(8, 3, num_layers=2, bidirectional=True).parameters())
     head = (6 * 6 + 6) + (6 * 8 + 8)
     assert sum(p.numel() for p in enc.parameters()) == 5 * 8 + lstm + head
@@ -82,34 +84,42 @@ def test_lstm_shapes_and_count():
 def test_activations(act):
     enc = PromptEncoder(ResidualPromptConfig(num_tokens=2, bottleneck=3, activation=act), torch.randn(2, 4))
     assert isinstance(enc.blocks[0].act, {"gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}[act])
-    assert enc().shape == (2, 4)
+    b, x = enc.blocks[0], enc.embedding
+    h = {"gelu": F.gelu, "tanh": torch.tanh, "silu": F.silu}[act](F.linear(x, b.down.weight, b.down.bias))
+    expected = x + F.layer_norm(F.linear(h, b.up.weight, b.up.bias), (4,), b.norm.weight, b.norm.bias)
+    assert enc().shape == (2, 4) and torch.allclose(enc(), expected)
 
 
 @pytest.mark.parametrize(
-    "kwargs, field",
+    "kwargs, message",
     [
-        ({"reparam": "deep"}, "reparam"),
-        ({"num_tokens": 0}, "num_tokens"),
-        ({"bottleneck": -1}, "bottleneck"),
-        ({"activation": "swish"}, "activation"),
-        ({"dropout": 1.5}, "dropout"),
-        ({"init": "text"}, "init_text"),
-        ({"init": "saved"}, "init_path"),
-        ({"reparam": "lstm", "shared": False}, "shared"),
-        ({"placement": "middle"}, "placement"),
-        ({"branch_scale": "embedding", "layer_norm": False}, "branch_scale"),
-        ({"shared": "yes"}, "shared"),
+        ({"reparam": "deep"}, "reparam='deep' is invalid: expected one of residual, none, mlp, lstm"),
+        ({"num_tokens": 0}, "num_tokens=0 is invalid: expected a positive integer"),
+        ({"bottleneck": -1}, "bottleneck=-1 is invalid: expected a positive integer"),
+        ({"activation": "swish"}, "activation='swish' is invalid: expected one of relu, gelu, tanh, silu"),
+        ({"dropout": 1.5}, "dropout=1.5 is invalid: expected a number in [0, 1)"),
+        ({"init": "text"}, "init_text=None is invalid: expected a non-empty string when init='text'"),
+        ({"init": "saved"}, "init_path=None is invalid: expected a prompt folder when init='saved'"),
+        ({"reparam": "lstm", "shared": False},
+         "shared=False is invalid: expected True for reparam='lstm' (the LSTM runs across tokens)"),
+        ({"placement": "middle"},
+         "placement='middle' is invalid: expected one of auto, prefix, after_first, after_bos"),
+        ({"branch_scale": "embedding", "layer_norm": False},
+         "branch_scale='embedding' is invalid: expected 'paper' when layer_norm is False (the scale is the LayerNorm "
+         "gain)"),
+        ({"shared": "yes"}, "shared='yes' is invalid: expected true or false"),
     ],
 )
-def test_config_errors_name_field_and_value(kwargs, field):
-    with pytest.raises(ValueError, match=rf"ResidualPromptConfig\.{field}="):
+def test_config_errors_name_field_and_value(kwargs, message):
+    with pytest.raises(ValueError) as e:
         ResidualPromptConfig(**kwargs)
+    assert str(e.value) == f"ResidualPromptConfig.{message}"
 
 
 def test_config_round_trip_and_unknown_field():
     cfg = ResidualPromptConfig(num_tokens=7, activation="gelu")
     assert ResidualPromptConfig.from_dict(cfg.to_dict()) == cfg
-    with pytest.raises(ValueError, match="bogus"):
+    with pytest.raises(ValueError, match=r"unknown ResidualPromptConfig field\(s\): bogus"):
         ResidualPromptConfig.from_dict({"bogus": 1})
 
 
@@ -117,6 +127,7 @@ def test_init_uniform_range_and_seed():
     p = init_uniform(50, 20, 0.5, seed=3)
     assert p.shape == (50, 20) and p.abs().max() <= 0.5 and p.abs().max() > 0.45
     assert torch.equal(p, init_uniform(50, 20, 0.5, seed=3))
+    assert torch.equal(p, (torch.rand(50, 20, generator=torch.Generator().manual_seed(3)) * 2 - 1) * 0.5)
 
 
 class _Tok:

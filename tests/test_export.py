@@ -191,7 +191,7 @@ def _stock_peft(backbone, task_type, path, n=4, seed=11):
     pm = get_peft_model(backbone, PromptTuningConfig(task_type=task_type, num_virtual_tokens=n))
     torch.manual_seed(seed)
     with torch.no_grad():
-        for name, p in pm.named_parameters():
+        for p in pm.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.3)
     pm.save_pretrained(str(path))

@@ -99,8 +99,15 @@ def test_question_answering_logits_are_trimmed_to_the_real_tokens():
     torch.manual_seed(0)
     m = ResidualPromptModel(transformers.BertForQuestionAnswering(cfg).eval(), CFG)
     ids, mask = batch(ROWS)
-    out = m(ids, mask)
+    with torch.no_grad():
+        out = m(ids, mask)
+        m.strip_prompt_logits = False
+        full = m(ids, mask)
     assert out.start_logits.shape == (2, 6) and out.end_logits.shape == (2, 6)
+    assert full.start_logits.shape == (2, 9) and full.end_logits.shape == (2, 9)
+    real = [0, 4, 5, 6, 7, 8]  # [CLS], then the 3 prompt slots, then the other tokens
+    assert torch.equal(out.start_logits, full.start_logits[:, real])
+    assert torch.equal(out.end_logits, full.end_logits[:, real])
     assert head_module_names(m.backbone) == ["qa_outputs"]
 
 

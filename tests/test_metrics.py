@@ -53,7 +53,7 @@ def test_f1_macro_class_absent_everywhere_counts_as_zero():
 
 
 def test_f1_macro_empty_label_set():
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match="labels is empty; f1_macro needs the label set to average over"):
         f1_macro([0], [0], labels=[])
 
 
@@ -143,7 +143,7 @@ def test_record_scores_best_gold_chosen_per_metric():
 def test_record_scores_bad_gold_lists():
     with pytest.raises(ValueError, match=r"gold_answers\[1\]"):
         record_scores(["a", "b"], [["a"], []])
-    with pytest.raises(ValueError, match="string"):
+    with pytest.raises(ValueError, match=r"gold_answers\[0\] is a string; expected a sequence of answers"):
         record_scores(["a"], ["a"])
 
 
@@ -217,13 +217,13 @@ _CALLS = {
 
 @pytest.mark.parametrize("name", sorted(_CALLS))
 def test_length_mismatch(name):
-    with pytest.raises(ValueError, match="different lengths"):
+    with pytest.raises(ValueError, match=r"different lengths: preds=3, (golds|pair_ids)=2"):
         _CALLS[name]([0, 1, 0], [0, 1])
 
 
 @pytest.mark.parametrize("name", sorted(_CALLS))
 def test_empty_inputs(name):
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="preds is empty; a metric needs at least one example"):
         _CALLS[name]([], [])
 
 
@@ -233,7 +233,7 @@ def test_multirc_question_ids_length_mismatch():
 
 
 def test_record_length_mismatch_and_empty():
-    with pytest.raises(ValueError, match="different lengths"):
+    with pytest.raises(ValueError, match="different lengths: pred_texts=2, gold_answers=1"):
         record_scores(["a", "b"], [["a"]])
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ValueError, match="pred_texts is empty; a metric needs at least one example"):
         record_scores([], [])

@@ -5,6 +5,7 @@ import torch
 
 from conftest import batch, tiny_bert, tiny_gpt2, tiny_t5
 from resprompt import ResidualPromptConfig, ResidualPromptModel
+from resprompt.prompt.init import init_uniform, init_vocab
 
 ROWS = [[1, 5, 6, 7, 8], [1, 9, 10]]
 
@@ -163,15 +164,15 @@ def test_seq2seq_generate():
 def test_text_too_long_is_refused_not_prompt_truncated():
     m = _wrap(tiny_gpt2())
     assert m.max_text_length == 64 - 4
-    with pytest.raises(ValueError, match="truncate the text"):
+    with pytest.raises(ValueError, match="input has 61 tokens but only 60 fit beside the 4-token prompt"):
         m(torch.ones(1, 61, dtype=torch.long))
-    m(torch.ones(1, 60, dtype=torch.long))
+    assert m(torch.ones(1, 60, dtype=torch.long)).logits.shape == (1, 60, 99)
 
 
 def test_prompt_shape_errors():
     m = _wrap(tiny_gpt2())
     ids, mask = batch(ROWS)
-    with pytest.raises(ValueError, match="expected"):
+    with pytest.raises(ValueError, match=r"prompts have shape \(3, 32\), expected \[\.\.\., 4, 32\]"):
         m(ids, mask, prompts=torch.zeros(3, 32))
     with pytest.raises(ValueError, match="3 rows for a batch of 2"):
         m(ids, mask, prompts=torch.zeros(3, 4, 32))
@@ -181,7 +182,9 @@ def test_parameter_groups():
     m = _wrap(tiny_bert())
     g = m.parameter_groups()
     assert [p.shape for p in g["prompt"]] == [(4, 32)]
-    assert len(g["network"]) == 6 and len(g["head"]) == 2
+    assert [tuple(p.shape) for p in g["network"]] == [(8, 32), (8,), (32, 8), (32,), (32,), (32,)]  # down, up, LN
+    assert [tuple(p.shape) for p in g["head"]] == [(3, 32), (3,)]
+    assert g["head"][0] is m.head["classifier"].weight
 
 
 @pytest.mark.parametrize("init", ["uniform", "vocab"])
@@ -192,5 +195,6 @@ def test_init_modes_on_backbone(init):
     if init == "vocab":
         rows = bb.get_input_embeddings().weight
         assert all((rows == r).all(-1).any() for r in raw)
+        assert torch.equal(raw, init_vocab(bb.get_input_embeddings(), 3, seed=1))
     else:
-        assert raw.abs().max() <= 0.5
+        assert raw.abs().max() <= 0.5 and torch.equal(raw, init_uniform(3, 32, 0.5, seed=1))

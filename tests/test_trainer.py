@@ -1,6 +1,7 @@
 """The trainer on tiny random backbones with real CB data: outputs, determinism, resume, families."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -30,6 +31,8 @@ def test_run_folder_contents(tiny_model_dirs, data_root, tmp_path):
     assert res["steps"] == 12 and res["epochs_completed"] == 2 and res["best_step"] in (6, 12)
     assert set(res["best"]) >= {"accuracy", "f1_macro", "score"}
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    b = [x for x in lines if x["type"] == "eval" and x["best"]][-1]
+    assert res["best_step"] == b["step"] and res["best"] == {k: b[k] for k in res["best"]}
     assert [x["step"] for x in lines if x["type"] == "train"] == list(range(1, 13))
     assert [x["step"] for x in lines if x["type"] == "eval"] == [6, 12]
     assert read_safetensors(out / "best" / "prompt.safetensors")["prompt"].shape == (3, 32)
@@ -72,7 +75,9 @@ def test_generative_families_train_and_evaluate(tiny_model_dirs, data_root, tmp_
     res = trainer_mod.train(_cfg(tiny_model_dirs[kind], tmp_path / kind, data_root, max_steps=3, eval_every=3,
                                  lr=0.03), PROMPT)
     assert res["family"] == {"t5": "seq2seq", "llama": "decoder"}[kind]
-    assert 0.0 <= res["final"]["accuracy"] <= 1.0 and res["final"]["n"] == 12
+    ev = [json.loads(x) for x in (tmp_path / kind / "metrics.jsonl").read_text().splitlines()]
+    ev = [x for x in ev if x["type"] == "eval"]
+    assert res["final"] == {k: ev[-1][k] for k in res["final"]} and res["final"]["n"] == 12
 
 
 def test_loss_goes_down_with_grad_accum(tiny_model_dirs, data_root, tmp_path):
@@ -88,9 +93,10 @@ def test_existing_output_refused_without_resume_or_overwrite(tiny_model_dirs, da
     out = tmp_path / "run"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    with pytest.raises(ConfigError, match="not empty"):
+    with pytest.raises(ConfigError, match=re.escape(f"output-dir {out} is not empty: pass --resume to continue it "
+                                                    "or --overwrite to replace it")):
         trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root), PROMPT)
-    with pytest.raises(ConfigError, match="no checkpoint"):
+    with pytest.raises(ConfigError, match=re.escape(f"--resume: no checkpoint in {tmp_path / 'new'}")):
         trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "new", data_root, resume=True), PROMPT)
 
 
@@ -117,7 +123,7 @@ def test_early_stopping_on_no_improvement(tiny_model_dirs, data_root, tmp_path):
     # learning rates so small that the score cannot move: the second evaluation is no better
     res = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "es", data_root, eval_every=1, patience=1,
                                  lr=1e-12, lr_head=1e-12), PROMPT)
-    assert res["stopped_early"] and res["steps"] == 2 and res["best_step"] == 1
+    assert res["stopped_early"] is True and res["steps"] == 2 and res["best_step"] == 1
 
 
 def test_bf16_mixed_precision_runs_on_cpu(tiny_model_dirs, data_root, tmp_path):
@@ -144,6 +150,7 @@ def test_eval_at_start_records_step_0_and_changes_nothing_else(tiny_model_dirs, 
     evals = [json.loads(x) for x in (tmp_path / "with0" / "metrics.jsonl").read_text().splitlines()]
     evals = [x for x in evals if x["type"] == "eval"]
     assert [x["step"] for x in evals] == [0, 6, 12, 18]
+    assert with0["initial"] == {k: evals[0][k] for k in with0["initial"]}
     assert evals[0]["initial"] is True and evals[0]["best"] is False and evals[0]["score"] == with0["initial"]["score"]
     assert evals[1]["best"] is True  # the first trained evaluation is best even if it scores below step 0
 

@@ -347,6 +347,7 @@ def load_backbone(
     ``"lm"`` (seq2seq or causal LM; not for encoders) or ``"auto"`` (classification for encoders,
     lm otherwise). Decoder tokenizers pad on the left, with EOS as pad if they have no pad token.
     """
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoTokenizer
 
     if head not in HEADS:
@@ -379,7 +380,7 @@ def load_backbone(
         log.warning("num_labels=%s ignored: the %s backbone %r gets an LM head", num_labels, family, name)
     try:
         model = auto_cls.from_pretrained(path, **kwargs)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as e:  # missing, truncated, corrupt weights
         raise _wrap(name, f"model ({auto_cls.__name__})", e) from e
     if head == "classification" and model.config.pad_token_id is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id  # sequence classifiers find the last token by it

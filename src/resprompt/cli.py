@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars: errors stay one line
         # Once a run's training loss reaches 0, its gradients underflow to subnormal floats, which x86
         # CPUs process over 100x slower (a grid cell, MPNet CB mlp: 9.0 s/step against 2.5 for the
         # other methods). Values below ~1.2e-38 become 0 instead (see benchmarks/denormal_speed.py).

@@ -125,9 +125,16 @@ def _read_resprompt(path: Path) -> SavedPrompt:
         raise PromptFileError(f"{path / META_FILE}: 'task' is {type(task).__name__}, expected an object")
     backbone = {k: meta.get(k) for k in ("backbone", "backbone_class", "model_type", "family", "hidden_size",
                                          "vocab_size", "embedding_fingerprint") if k in meta}
+    prompt = tensors["prompt"]
+    for key, size in (("num_tokens", prompt.shape[0]), ("hidden_size", prompt.shape[-1])):
+        if key in meta and meta[key] != size:
+            raise PromptFileError(f"{path / META_FILE}: {key}={meta[key]!r} but the prompt tensor in "
+                                  f"{PROMPT_FILE} has shape {tuple(prompt.shape)}")
     head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
-    return SavedPrompt(path, "resprompt", tensors["prompt"].float(), config, head, task, backbone,
-                       meta.get("placement"))
+    if meta.get("head") and not head:
+        raise PromptFileError(f"{path / PROMPT_FILE}: no head weights, though {META_FILE} says the prompt "
+                              f"was trained with head {meta['head']!r}")
+    return SavedPrompt(path, "resprompt", prompt.float(), config, head, task, backbone, meta.get("placement"))
 
 
 def _read_peft(path: Path) -> SavedPrompt:
@@ -184,6 +191,10 @@ def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = Fals
     saved = read_prompt(path)
     check_backbone(saved.backbone, backbone_meta(backbone, detect_family(backbone)), saved.path, allow_mismatch)
     model = cls(backbone, saved.config, tokenizer=tokenizer, task=saved.task, _folded=saved.prompt)
+    if len(model.head) and not saved.head:
+        raise PromptFileError(f"{saved.path}: holds no head weights, but {type(backbone).__name__} is a task model "
+                              f"whose head ({model.head_name}) the prompt must bring; load it onto a bare or LM "
+                              "backbone, or save the prompt with its head")
     try:
         model.load_head_state(saved.head, str(saved.path))
     except HeadError as e:

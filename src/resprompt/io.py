@@ -8,6 +8,7 @@ half-written prompt where a complete one is expected.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -22,16 +23,41 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from . import faults
+
 PROMPT_FILE = "prompt.safetensors"
 META_FILE = "resprompt_config.json"
 TRAINABLE_FILE = "trainable.safetensors"
 PEFT_CONFIG = "adapter_config.json"
 PEFT_WEIGHTS = "adapter_model.safetensors"
 FORMAT_VERSION = 1
+COMPLETE = ".complete"  # inside a temporary folder: its content is whole
 
 
 class PromptFileError(ValueError):
     """A saved prompt is missing, corrupt or does not fit the backbone."""
+
+
+class DiskFullError(OSError):
+    """A write ran out of disk space; what was being written was removed, the previous copy kept."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """ENOSPC / EDQUOT from the OS, or safetensors' wrapping of it (``code: 28, kind: StorageFull``)."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return isinstance(err, SafetensorError) and ("StorageFull" in text or "code: 28" in text)
+
+
+def _free_mb(folder: Path) -> float:
+    try:
+        return shutil.disk_usage(folder).free / 2**20
+    except OSError:
+        return float("nan")
 
 
 @contextlib.contextmanager
@@ -48,28 +74,75 @@ def atomic_dir(path: str | os.PathLike, drop: Iterable[str] = ()) -> Iterator[Pa
     try:
         if path.is_dir():
             shutil.copytree(path, tmp, dirs_exist_ok=True)
+            (tmp / COMPLETE).unlink(missing_ok=True)
             for name in drop:
                 for old in tmp.glob(name):
                     shutil.rmtree(old) if old.is_dir() else old.unlink()
         yield tmp
+        (tmp / COMPLETE).touch()  # from here on tmp is a whole copy: recover_dir may promote it
+        faults.point("atomic-write")
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             os.replace(path, old)
+        faults.point("swap")  # the one instant with no `path`: recover_dir finds tmp or old
         os.replace(tmp, path)
+        (path / COMPLETE).unlink(missing_ok=True)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if _disk_full(e):
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing {path} ({_free_mb(path.parent):.1f} MB "
+                                "free); nothing was replaced: free some space and run again") from None
         raise
+
+
+def recover_dir(path: str | os.PathLike) -> list[str]:
+    """Undoes what a crash during ``atomic_dir(path)`` left: returns what it did, one line each.
+
+    If ``path`` is missing (a kill between the two renames of a swap), the newest complete
+    temporary copy becomes ``path``, else the previous copy (``.old-*``) goes back. Every other
+    leftover ``.<name>.tmp-*`` / ``.<name>.old-*`` is deleted.
+    """
+    path = Path(path)
+    parent, name = path.parent, path.name
+    if not parent.is_dir():
+        return []
+
+    def newest(pattern):
+        return sorted(parent.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+
+    tmps, olds = newest(f".{name}.tmp-*"), newest(f".{name}.old-*")
+    done = []
+    if not path.exists():
+        complete = [t for t in tmps if (t / COMPLETE).is_file()]
+        source = complete[0] if complete else (olds[0] if olds else None)
+        if source is not None:
+            os.replace(source, path)
+            done.append(f"restored {path} from {source.name}")
+    for leftover in tmps + olds:
+        if leftover.exists():
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            done.append(f"removed {leftover}")
+    if path.is_dir():
+        (path / COMPLETE).unlink(missing_ok=True)
+    return done
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Writes JSON atomically (temporary file + rename)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if _disk_full(e):
+            raise DiskFullError(errno.ENOSPC, f"disk full while writing {path} ({_free_mb(path.parent):.1f} MB "
+                                "free); the previous file was kept: free some space and run again") from None
+        raise
 
 
 def read_json(path: str | os.PathLike) -> dict:

@@ -7,6 +7,7 @@ field, the value and what is allowed. ``to_dict``/``from_dict`` round-trip throu
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,8 +93,8 @@ class ResidualPromptConfig:
                 raise bad(name, "true or false")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", "a number in [0, 1)")
-        if not isinstance(self.init_range, (int, float)) or self.init_range <= 0:
-            raise bad("init_range", "a positive number")
+        if not isinstance(self.init_range, (int, float)) or not math.isfinite(self.init_range) or self.init_range <= 0:
+            raise bad("init_range", "a positive finite number")
         if self.init == "text" and not self.init_text:
             raise bad("init_text", "a non-empty string when init='text'")
         if self.init == "saved" and not self.init_path:

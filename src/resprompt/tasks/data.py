@@ -27,6 +27,7 @@ from pathlib import Path
 from .records import DataError, where
 
 SPLITS = ("train", "val", "test", "dev32")
+FIELD_SIZE_LIMIT = 2**31 - 1  # csv's default (131072 characters) is smaller than a long document
 DIAGNOSTICS = ("AX-b", "AX-g")
 
 
@@ -56,7 +57,9 @@ def read_jsonl(path) -> list[dict]:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e})") from e
-    for no, line in enumerate(text.splitlines(), 1):
+    # split on "\n" only: U+2028, U+0085 and the like are valid inside JSON strings
+    for no, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:
@@ -79,9 +82,11 @@ def read_csv(path) -> list[dict]:
     """
     path = Path(path)
     tsv = path.suffix.lower() == ".tsv"
+    csv.field_size_limit(FIELD_SIZE_LIMIT)
+    reader, start = None, 1
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if tsv else ",",
+            reader = csv.DictReader(fh, delimiter="\t" if tsv else ",", strict=not tsv,
                                     quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
             header = reader.fieldnames or []
             dupes = sorted({h for h in header if header.count(h) > 1})
@@ -100,8 +105,14 @@ def read_csv(path) -> list[dict]:
                 start = reader.line_num + 1
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e})") from e
     except csv.Error as e:
-        raise DataError(f"{path}: invalid CSV: {e}") from e
+        line = getattr(reader, "line_num", 0) or 1
+        if "unexpected end of data" in str(e):
+            raise DataError(f"{path}:{start}: a quoted field opened on line {start} is never closed "
+                            "(unterminated '\"')") from e
+        raise DataError(f"{path}:{line}: invalid CSV: {e}") from e
     return out
 
 
@@ -221,6 +232,8 @@ def load_user_records(path, *, text_fields: list[str], label_field: str | None) 
         for f in text_fields:
             if not isinstance(row[f], str):
                 raise DataError(f"{where(row)}: field '{f}' has value {row[f]!r}, expected a string")
+        if label_field and str(row[label_field]).strip() == "":
+            raise DataError(f"{where(row)}: label field '{label_field}' is empty")
     return rows
 
 

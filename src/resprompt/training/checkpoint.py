@@ -3,7 +3,9 @@
 A checkpoint folder holds the model's trainable state (``ResidualPromptModel.save_trainable``),
 ``optimizer.safetensors`` (every tensor of the optimizer and scheduler state, flattened to
 ``state.<param index>.<key>``), the RNG state of torch and ``trainer_state.json`` (the rest:
-step, epoch, position in the epoch, best score so far, optimizer hyperparameters, Python RNG).
+step, epoch, position in the epoch, best score so far, optimizer hyperparameters, Python and
+numpy RNG). The data order needs no state: it is a pure function of (seed, epoch), and the
+DataLoader draws from a generator of its own.
 The folder is written under a temporary name and renamed, so a kill at any moment leaves
 either the previous checkpoint or the new one.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -46,11 +49,21 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _rng_tensors() -> dict[str, torch.Tensor]:
+    """Every generator training reads, as tensors: torch's CPU (dropout, inits), CUDA's, numpy's key."""
+    out = {"rng.torch": torch.get_rng_state(),
+           "rng.numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64))}
+    if torch.cuda.is_available():
+        out.update({f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    return out
+
+
 def save_checkpoint(path, model, optimizer, scheduler, progress: dict) -> None:
     """Writes a complete resumable checkpoint to ``path`` atomically."""
     tensors, optim_meta = _flatten_optimizer(optimizer.state_dict())
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update(_rng_tensors())
     py_state = random.getstate()
+    np_state = np.random.get_state()
     with atomic_dir(path) as tmp:
         model.save_trainable(tmp / "model")
         save_file(tensors, str(tmp / OPTIM_FILE))
@@ -59,6 +72,7 @@ def save_checkpoint(path, model, optimizer, scheduler, progress: dict) -> None:
             "optimizer": optim_meta,
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "rng_python": [py_state[0], list(py_state[1]), py_state[2]],
+            "rng_numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
         })
 
 
@@ -73,8 +87,13 @@ def load_checkpoint(path, model, optimizer, scheduler) -> dict:
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(tensors["rng.torch"])
+        if torch.cuda.is_available() and any(k.startswith("rng.cuda.") for k in tensors):
+            torch.cuda.set_rng_state_all([tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())])
         v, internal, gauss = state["rng_python"]
         random.setstate((v, tuple(internal), gauss))
+        if "rng_numpy" in state:
+            kind, pos, has_gauss, cached = state["rng_numpy"]
+            np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
     except (KeyError, ValueError, RuntimeError) as e:
         raise PromptFileError(f"{path}: checkpoint does not fit this run ({e})") from None
     return state["progress"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,9 +83,25 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise bad(name, "a positive integer")
-        for name in ("lr", "lr_head") + (("lr_network",) if self.lr_network is not None else ()):
-            if not isinstance(getattr(self, name), (int, float)) or getattr(self, name) <= 0:
-                raise bad(name, "a positive number")
+        def number(name: str, positive: bool, optional: bool = False) -> None:
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            if not ok or (v <= 0 if positive else v < 0):
+                raise bad(name, ("a positive" if positive else "a non-negative") + " finite number"
+                          + (" or none" if optional else ""))
+
+        for name in ("lr", "lr_head"):
+            number(name, positive=True)
+        number("lr_network", positive=True, optional=True)
+        number("max_grad_norm", positive=True, optional=True)
+        for name in ("weight_decay", "weight_decay_network", "weight_decay_head"):
+            number(name, positive=False)
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise bad("warmup_steps", "a whole number >= 0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise bad("seed", "a whole number in [0, 2**32 - 1]")
         self.trackers()  # validates report_to
         if self.schedule not in ("constant", "linear"):
             raise bad("schedule", "constant or linear")

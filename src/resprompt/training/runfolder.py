@@ -9,15 +9,19 @@ line per step and per evaluation), ``best/``, ``checkpoint/``, ``results.json``.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import logging
+import os
 import shutil
 import time
 from pathlib import Path
 
-from ..io import write_json
+from ..io import recover_dir, write_json
 from ..version import __version__
 from .runconfig import ConfigError, TrainConfig
 
+log = logging.getLogger(__name__)
 RUN_MARKER = "resprompt_run.json"
 # Settings a resumed run may change: they do not touch what is trained or how.
 RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "progress", "report_to", "allow_backbone_mismatch"})
@@ -35,7 +39,7 @@ def is_run_folder(out: Path) -> bool:
 
 
 def check_output(cfg: TrainConfig) -> Path:
-    """Validates ``output_dir`` for the run (nothing is written or deleted here)."""
+    """Validates ``output_dir`` for the run (writes nothing); ``check_resume`` follows, lock held."""
     if not cfg.output_dir:
         raise ConfigError("output-dir is required")
     out = Path(cfg.output_dir)
@@ -47,8 +51,6 @@ def check_output(cfg: TrainConfig) -> Path:
     if non_empty and cfg.overwrite and not cfg.resume and not is_run_folder(out):
         raise ConfigError(f"--overwrite: {out} is not a resprompt run folder (no {RUN_MARKER}); refusing to "
                           "delete it: pick another --output-dir or empty it yourself")
-    if cfg.resume and not (out / "checkpoint").is_dir():
-        raise ConfigError(f"--resume: no checkpoint in {out}")
     parent = out if out.is_dir() else out.parent
     while not parent.exists():
         parent = parent.parent
@@ -59,6 +61,60 @@ def check_output(cfg: TrainConfig) -> Path:
     except OSError as e:
         raise ConfigError(f"output-dir {out} is not writable ({e.strerror})") from None
     return out
+
+
+def check_resume(out: Path) -> None:
+    """``--resume``: repairs what a kill during a write left (``recover``), then needs a checkpoint."""
+    for line in recover(out):
+        log.warning("--resume: %s", line)
+    if not (out / "checkpoint").is_dir():
+        raise ConfigError(f"--resume: no checkpoint in {out}")
+
+
+def recover(out: Path) -> list[str]:
+    """Makes checkpoint/ and best/ findable after a kill in the middle of a write, and removes the
+    hidden leftovers of interrupted writes (folders and JSON files); returns what it did."""
+    done = recover_dir(out / "checkpoint") + recover_dir(out / "best")
+    for stray in out.glob(".*.tmp-*"):
+        if stray.is_file():
+            stray.unlink()
+            done.append(f"removed {stray}")
+    return done
+
+
+class RunLock:
+    """An OS lock on the run folder (``.<name>.resprompt-lock`` beside it, so ``--overwrite`` cannot
+    delete it): a second run on the same folder is refused at once; the kernel releases the lock
+    when the process ends, kill -9 included."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.path = out.parent / f".{out.name}.resprompt-lock"
+        self.fh = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")  # noqa: SIM115 (held until release)
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "another process"
+            self.fh.close()
+            self.fh = None
+            raise ConfigError(f"output-dir {self.out} is in use by {holder} (lock {self.path}): one run per "
+                              "folder at a time") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()}\n")
+        self.fh.flush()
+        return self
+
+    def release(self) -> None:
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
 
 
 def run_settings(cfg: TrainConfig, prompt_cfg) -> dict:

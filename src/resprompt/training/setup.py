@@ -36,13 +36,10 @@ def resolve_task(cfg: TrainConfig, saved: dict | None = None):
     if not cfg.train_file and not cfg.eval_file:
         raise ConfigError("task 'custom' needs --train-file and/or --eval-file")
     fields = _text_fields(cfg)
-    records = []
-    for path in (cfg.train_file, cfg.eval_file):
-        if path:
-            records += data_mod.load_user_records(path, text_fields=fields, label_field=cfg.label_field)
-    labels = sorted({str(r[cfg.label_field]) for r in records if r.get(cfg.label_field) is not None})
-    if not labels:
-        raise ConfigError(f"task 'custom': no labels found in field {cfg.label_field!r}")
+    # the label set is the training file's: an evaluation label outside it is an error naming file:line
+    source = cfg.train_file or cfg.eval_file
+    records = data_mod.load_user_records(source, text_fields=fields, label_field=cfg.label_field)
+    labels = sorted({str(r[cfg.label_field]) for r in records})
     return user_task("custom", labels, fields, cfg.label_field)
 
 

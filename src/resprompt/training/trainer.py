@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from .. import faults
 from ..io import write_json
 from ..model import ResidualPromptModel
 from ..prompt.config import ResidualPromptConfig
@@ -79,6 +80,7 @@ class Run:
     segment_start: float = field(default_factory=time.perf_counter)
     train_time: float = 0.0
     train_tokens: int = 0
+    lock: runfolder.RunLock | None = None
 
     @property
     def main(self) -> bool:
@@ -153,9 +155,29 @@ def _build(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model, task
 
 def setup(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None, task=None) -> Run:
     """Checks everything, then creates (or reopens, with ``--resume``) the run folder; returns the Run."""
+    out = runfolder.check_output(cfg)
+    lock = runfolder.RunLock(out)
+    if _is_main_process():
+        lock.acquire()
+    try:
+        if cfg.resume:
+            runfolder.check_resume(out)
+        return _setup(cfg, prompt_cfg, build_model, task, out, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _is_main_process() -> bool:
+    """Process rank 0 (``torchrun`` / ``accelerate launch`` set RANK), before Accelerate starts."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
     from accelerate.utils import set_seed
 
-    out = runfolder.check_output(cfg)
     settings = runfolder.run_settings(cfg, prompt_cfg)
     if cfg.resume:
         runfolder.check_resume_settings(out, settings)
@@ -179,7 +201,7 @@ def setup(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None, 
     metrics_log = runfolder.MetricsLog(out, accelerator, accelerator.is_main_process,
                                        prog.step if cfg.resume else None)
     return Run(cfg, prompt_cfg, out, accelerator, task, wrapped, accelerator.unwrap_model(wrapped), family,
-               optimizer, scheduler, total_steps, micro_per_epoch, metrics_log, prog)
+               optimizer, scheduler, total_steps, micro_per_epoch, metrics_log, prog, lock=lock)
 
 
 def _scalars(d: dict) -> dict:
@@ -235,6 +257,7 @@ def optimizer_step(run: Run, micro_batches: list[dict]) -> float:
             loss = run.model(**inputs).loss
             acc.backward(loss / len(micro_batches))
         losses.append(loss.detach())
+    check_finite(run, acc.gather(torch.stack(losses)))  # every process's losses: all stop together
     if cfg.max_grad_norm:
         acc.clip_grad_norm_(list(run.core.trainable_parameters().values()), cfg.max_grad_norm)
     run.optimizer.step()
@@ -243,6 +266,26 @@ def optimizer_step(run: Run, micro_batches: list[dict]) -> float:
     run.prog.step += 1
     run.train_time += time.perf_counter() - tick
     return acc.reduce(torch.stack(losses).mean(), "mean").item()
+
+
+class TrainingDiverged(ValueError):
+    """The loss or a gradient is not finite: the run stops before the optimizer applies it."""
+
+
+def check_finite(run: Run, losses: torch.Tensor) -> None:
+    """Raises ``TrainingDiverged`` naming the step and the parameter groups whose gradients are not
+    finite, before the optimizer step: best/ and the last checkpoint keep the last good state."""
+    step = run.prog.step + 1
+    bad = [g["name"] for g in run.optimizer.param_groups
+           if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"])]
+    if torch.isfinite(losses).all() and not bad:
+        return
+    loss = ", ".join(f"{v:.4g}" for v in losses.tolist())
+    where = f"non-finite gradients in group(s) {', '.join(bad)}" if bad else "gradients finite"
+    raise TrainingDiverged(
+        f"training diverged at step {step}: loss {loss}; {where} (learning rates: "
+        + ", ".join(f"{g['name']} {g.get('initial_lr', g['lr']):.3g}" for g in run.optimizer.param_groups)
+        + f"); {run.out / 'best'} and the last checkpoint are left as they were: lower --lr / --lr-head")
 
 
 def _prompt_norm(core) -> dict:
@@ -265,12 +308,14 @@ def evaluate_and_select(run: Run) -> bool:
 
     prog, acc = run.prog, run.accelerator
     metrics = scores(run)
+    faults.point("eval")
     score = broadcast(torch.tensor([metrics.get("score", 0.0)], device=acc.device)).item()
-    improved = score > prog.best_score
+    improved = math.isfinite(score) and score > prog.best_score  # a NaN score is never the best
     if improved:
         prog.best_score, prog.best_step, prog.best_metrics, prog.evals_since_best = score, prog.step, metrics, 0
         if run.main:
             run.core.save_pretrained(run.out / "best")
+            faults.point("best")
     else:
         prog.evals_since_best += 1
     norm = _prompt_norm(run.core) if run.main else {}
@@ -304,6 +349,7 @@ def _after_optimizer_step(run: Run, loss: float, bar) -> bool:
     """Logging, epoch accounting, evaluation and periodic checkpoints after a step; True when done."""
     cfg, prog = run.cfg, run.prog
     _after_step(prog.step)
+    faults.point("step")
     run.log({"type": "train", "step": prog.step, "epoch": prog.epoch, "loss": loss,
              "lr": run.scheduler.get_last_lr()[0]})
     if bar is not None:
@@ -360,6 +406,15 @@ def train(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None, 
     """
     started = time.perf_counter()
     run = setup(cfg, prompt_cfg, build_model, task)
+    try:
+        return _loop(run, started)
+    finally:
+        run.lock.release()
+
+
+def _loop(run: Run, started: float) -> dict:
+    """Optimizer steps until the budget is spent or patience runs out; then ``finish``."""
+    cfg, prompt_cfg = run.cfg, run.prompt_cfg
     run.model.train()
     run.segment_start = time.perf_counter()
     _evaluate_initial(run)

@@ -1,0 +1,271 @@
+"""Faults and bad input: exact resume, folder swaps cut by a kill, divergence, refused values and files,
+disk full, one run per folder."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import resprompt.training.trainer as trainer_mod
+from resprompt.io import COMPLETE, DiskFullError, atomic_dir, recover_dir, write_json
+from resprompt.prompt.config import ResidualPromptConfig
+from resprompt.training.runconfig import ConfigError, TrainConfig
+from resprompt.training.runfolder import RunLock
+
+PROMPT = ResidualPromptConfig(num_tokens=3, bottleneck=8, dropout=0.1)
+
+
+def _cfg(model_dir, out, data_root, **kw):
+    base = dict(model=model_dir, task="CB", data_dir=str(data_root / "superglue"), output_dir=str(out),
+                max_train_examples=24, max_eval_examples=12, batch_size=4, epochs=3, progress=False, seed=7,
+                eval_batch_size=8, max_length=64, lr_head=0.01, checkpoint_every=2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _train_losses(run):
+    return [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines()
+            if json.loads(x)["type"] == "train"]
+
+
+def _tensors(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+# ---------------------------------------------------------------------------------------- resume
+def test_resume_reproduces_every_loss_bit_for_bit(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    """With backbone dropout (0.1) on: the losses at every step, best/ and the final trainable state.
+
+    Before: the trajectory parted at the first step after a resume (the DataLoader iterator took a
+    draw from torch's global generator)."""
+    full = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "full", data_root), PROMPT)
+
+    def kill(step):
+        if step == 7:  # mid-epoch 2, one step after the checkpoint at step 6... and past an evaluation
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "_after_step", kill)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "cut", data_root), PROMPT)
+    monkeypatch.setattr(trainer_mod, "_after_step", lambda step: None)
+    resumed = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "cut", data_root, resume=True), PROMPT)
+    assert _train_losses(tmp_path / "cut") == _train_losses(tmp_path / "full")
+    assert len(_train_losses(tmp_path / "full")) == 18
+    assert resumed["best"] == full["best"] and resumed["final"] == full["final"]
+    for name in ("best/prompt.safetensors", "checkpoint/model/trainable.safetensors"):
+        a, b = _tensors(tmp_path / "full" / name), _tensors(tmp_path / "cut" / name)
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_recover_dir_after_a_kill_between_the_two_renames(tmp_path):
+    """Before: a kill between the renames of a swap left no checkpoint/ at all, and --resume refused."""
+    target = tmp_path / "checkpoint"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.json").write_text("old")
+    # the state a kill leaves at the swap: the old folder moved aside, the new one complete but unrenamed
+    os.replace(target, tmp_path / ".checkpoint.old-123")
+    new = tmp_path / ".checkpoint.tmp-abc"
+    new.mkdir()
+    (new / "a.json").write_text("new")
+    (new / COMPLETE).touch()
+    partial = tmp_path / ".checkpoint.tmp-def"  # an interrupted write: never promoted
+    partial.mkdir()
+    done = recover_dir(target)
+    assert (target / "a.json").read_text() == "new" and not (target / COMPLETE).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+    assert done[0] == f"restored {target} from .checkpoint.tmp-abc" and len(done) == 3
+
+
+def test_recover_dir_falls_back_to_the_previous_copy(tmp_path):
+    target = tmp_path / "best"
+    old = tmp_path / ".best.old-9"
+    old.mkdir()
+    (old / "p").write_text("previous")
+    (tmp_path / ".best.tmp-x").mkdir()  # incomplete: no marker
+    recover_dir(target)
+    assert (target / "p").read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
+
+
+def test_resume_after_a_real_kill_in_the_swap(tiny_model_dirs, data_root, tmp_path):
+    """kill -9 (SIGKILL) exactly between the two renames of a checkpoint swap, then --resume."""
+    args = [sys.executable, "-m", "resprompt.cli", "train", "--model", tiny_model_dirs["bert"], "--task", "CB",
+            "--data-dir", str(data_root / "superglue"), "--max-train-examples", "16", "--max-eval-examples", "8",
+            "--batch-size", "4", "--max-steps", "6", "--eval-every", "3", "--checkpoint-every", "2",
+            "--prompt-length", "3", "--bottleneck", "8", "--max-length", "48", "--no-progress"]
+    env = {**os.environ, "RESPROMPT_FAULT": "swap:3"}  # best/ at step 3 is swap 3 (checkpoint 2, best, ...)
+    r = subprocess.run(args + ["--output-dir", str(tmp_path / "cut")], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in (tmp_path / "cut").iterdir())
+    assert any(n.startswith((".checkpoint.", ".best.")) for n in left), left
+    r = subprocess.run(args + ["--output-dir", str(tmp_path / "cut"), "--resume"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not [p.name for p in (tmp_path / "cut").iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    r = subprocess.run(args + ["--output-dir", str(tmp_path / "full")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert _train_losses(tmp_path / "cut") == _train_losses(tmp_path / "full")
+    a, b = _tensors(tmp_path / "full/best/prompt.safetensors"), _tensors(tmp_path / "cut/best/prompt.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------------------------ divergence
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_state(tiny_model_dirs, data_root, tmp_path):
+    """Before: with --lr 1e6 the loss turned NaN, training went on, best/ was an all-NaN prompt, rc 0."""
+    calls = {"n": 0}
+
+    def build(backbone, prompt_cfg, tokenizer, family):
+        model = trainer_mod.ResidualPromptModel(backbone, prompt_cfg, tokenizer=tokenizer, family=family)
+        forward = model.forward
+
+        def poisoned(*a, **k):
+            out = forward(*a, **k)
+            if out.loss is not None:
+                calls["n"] += 1
+                if calls["n"] == 8:  # the 8th training batch: step 8
+                    out.loss = out.loss * float("nan")
+            return out
+
+        model.forward = poisoned
+        return model
+
+    cfg = _cfg(tiny_model_dirs["bert"], tmp_path / "run", data_root)
+    with pytest.raises(trainer_mod.TrainingDiverged,
+                       match=r"training diverged at step 8: loss nan; non-finite gradients in group\(s\) prompt, "
+                             r"network, head \(learning rates: prompt 0\.\d+, network 0\.\d+, head 0\.\d+\)"):
+        trainer_mod.train(cfg, PROMPT, build_model=build)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["progress"]["step"] == 6  # the last checkpoint before the NaN
+    assert torch.isfinite(_tensors(tmp_path / "run" / "best" / "prompt.safetensors")["prompt"]).all()
+    assert max(json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 7
+
+
+def test_huge_learning_rate_is_caught_through_the_cli(tiny_model_dirs, data_root, tmp_path, capsys):
+    from resprompt.cli import main
+
+    code = main(["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--data-dir",
+                 str(data_root / "superglue"), "--output-dir", str(tmp_path / "r"), "--lr-head", "1e30",
+                 "--max-steps", "6", "--batch-size", "4", "--prompt-length", "3", "--bottleneck", "8",
+                 "--max-length", "48", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("resprompt: error:") == 1 and "Traceback" not in err
+    assert "resprompt: error: training diverged at step " in err and "head 1e+30" in err
+
+
+def test_eval_refuses_a_prompt_with_non_finite_values(tmp_path):
+    from conftest import tiny_bert
+    from resprompt import PromptFileError, ResidualPromptModel
+    from resprompt.io import PROMPT_FILE
+
+    m = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=3, bottleneck=8))
+    m.save_pretrained(tmp_path / "p")
+    t = _tensors(tmp_path / "p" / PROMPT_FILE)
+    t["prompt"][1, 2] = float("nan")
+    from safetensors.torch import save_file
+
+    save_file(t, str(tmp_path / "p" / PROMPT_FILE))
+    with pytest.raises(PromptFileError, match=r"p: the prompt holds non-finite values \(NaN or inf\)"):
+        ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")
+
+
+# --------------------------------------------------------------------------------- refused values
+@pytest.mark.parametrize("flag, value, message", [
+    ("--lr", "nan", "lr=nan is invalid: expected a positive finite number"),
+    ("--lr", "inf", "lr=inf is invalid: expected a positive finite number"),
+    ("--lr-head", "-0.1", "lr-head=-0.1 is invalid: expected a positive finite number"),
+    ("--weight-decay", "-1", "weight-decay=-1.0 is invalid: expected a non-negative finite number"),
+    ("--max-grad-norm", "-1", "max-grad-norm=-1.0 is invalid: expected a positive finite number or none"),
+    ("--warmup-steps", "-5", "warmup-steps=-5 is invalid: expected a whole number >= 0"),
+    ("--seed", "-1", "seed=-1 is invalid: expected a whole number in [0, 2**32 - 1]"),
+    ("--init-range", "nan", "ResidualPromptConfig.init_range=nan is invalid: expected a positive finite number"),
+    ("--prompt-length", "200", "prompt-length=200 leaves no room for text: the backbone takes 128 positions"),
+])
+def test_impossible_values_are_refused(flag, value, message, tiny_model_dirs, data_root, tmp_path, capsys):
+    """Before: nan / inf / negative values trained; a prompt longer than the model ended in OverflowError."""
+    from resprompt.cli import main
+
+    out = tmp_path / "o"
+    code = main(["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--data-dir",
+                 str(data_root / "superglue"), "--output-dir", str(out), "--max-steps", "1", "--no-progress",
+                 flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines() == [f"resprompt: error: {message}"]
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------- disk full
+def test_disk_full_is_one_line_and_keeps_the_previous_copy(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    import resprompt.formats as formats
+    from conftest import tiny_bert
+    from resprompt import ResidualPromptModel
+
+    m = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=3, bottleneck=8))
+    m.save_pretrained(tmp_path / "p")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "p").iterdir()}
+
+    def full(*a, **k):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    monkeypatch.setattr(formats, "save_file", full)
+    with pytest.raises(DiskFullError, match=rf"^disk full while writing {tmp_path / 'p'} \(\d+\.\d MB free\); "
+                                            "nothing was replaced"):
+        m.save_pretrained(tmp_path / "p")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "p").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no half-written temporary folder
+
+
+def test_disk_full_while_writing_json(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    write_json(tmp_path / "r.json", {"a": 1})
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DiskFullError, match=r"disk full while writing .*r\.json .* the previous file was kept"):
+        write_json(tmp_path / "r.json", {"a": 2})
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+# ------------------------------------------------------------------------------ one run per folder
+def test_a_second_run_on_the_same_folder_is_refused(tiny_model_dirs, data_root, tmp_path):
+    """Before: two runs on one --output-dir both ran to rc 0, interleaving metrics.jsonl."""
+    out = tmp_path / "run"
+    holder = RunLock(out).acquire()
+    try:
+        with pytest.raises(ConfigError, match=rf"output-dir {out} is in use by pid {os.getpid()} \(lock "):
+            trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, max_steps=1), PROMPT)
+        assert not out.exists()
+    finally:
+        holder.release()
+    trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, max_steps=1), PROMPT)  # free again
+
+
+def test_the_lock_dies_with_a_killed_process(tmp_path):
+    out = tmp_path / "run"
+    code = ("import sys, time; from pathlib import Path; from resprompt.training.runfolder import RunLock; "
+            f"lock = RunLock(Path({str(out)!r})).acquire(); print('locked', flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(ConfigError, match=rf"is in use by pid {p.pid}"):
+            RunLock(out).acquire()
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=30)
+        RunLock(out).acquire().release()
+    finally:
+        p.kill()
+        p.wait(timeout=30)
