@@ -48,7 +48,7 @@ def test_resume_reproduces_every_loss_bit_for_bit(tiny_model_dirs, data_root, tm
     full = trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "full", data_root), PROMPT)
 
     def kill(step):
-        if step == 7:  # mid-epoch 2, one step after the checkpoint at step 6... and past an evaluation
+        if step == 9:  # mid-epoch 2 (6 steps an epoch), one step after the checkpoint at step 8
             raise KeyboardInterrupt
 
     monkeypatch.setattr(trainer_mod, "_after_step", kill)
