@@ -269,3 +269,103 @@ def test_the_lock_dies_with_a_killed_process(tmp_path):
     finally:
         p.kill()
         p.wait(timeout=30)
+
+
+# --------------------------------------------------------------------------------- files read right
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path):
+    """Before: U+2028 / U+0085 inside a string (valid JSON) split the line: 'Unterminated string'."""
+    from resprompt.tasks.data import read_jsonl
+
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"t": "a\u2028b"}\n{"t": "c\u0085d\u2029e"}\r\n{"t": "f"}', encoding="utf-8")
+    assert [(r["t"], r["__line__"]) for r in read_jsonl(p)] == [("a\u2028b", 1), ("c\u0085d\u2029e", 2), ("f", 3)]
+
+
+def test_csv_long_fields_and_unterminated_quotes(tmp_path):
+    """Before: a field over 131072 characters failed without a line number; an unterminated quote was
+    reported as 'field missing (row too short)'."""
+    from resprompt.tasks.data import DataError, read_csv
+
+    p = tmp_path / "long.csv"
+    p.write_text("text,label\nshort,a\n" + "x" * 200_000 + ",b\n")
+    rows = read_csv(p)
+    assert len(rows[1]["text"]) == 200_000 and rows[1]["label"] == "b" and rows[1]["__line__"] == 3
+    q = tmp_path / "quote.csv"
+    q.write_text('text,label\nfine,a\n"never closed,b\nmore,c\n')
+    with pytest.raises(DataError, match=r"quote\.csv:3: a quoted field opened on line 3 is never closed"):
+        read_csv(q)
+
+
+def _custom(tmp_path, train_labels, eval_labels):
+    train, evalf = tmp_path / "train.csv", tmp_path / "eval.csv"
+    train.write_text("t,y\n" + "".join(f"row {i},{y}\n" for i, y in enumerate(train_labels)))
+    evalf.write_text("t,y\n" + "".join(f"row {i},{y}\n" for i, y in enumerate(eval_labels)))
+    return TrainConfig(task="custom", train_file=str(train), eval_file=str(evalf), text_fields="t", label_field="y")
+
+
+@pytest.mark.parametrize("train_labels, eval_labels, message", [
+    ("ab", "abz", r"eval\.csv:4: label 'z' not in \('a', 'b'\)"),
+    ("ab", "cd", r"eval\.csv:2: label 'c' not in \('a', 'b'\)"),
+])
+def test_custom_eval_labels_outside_the_training_set_are_refused(tmp_path, train_labels, eval_labels, message):
+    """Before: an eval label absent from the training file, or disjoint label sets, silently added classes."""
+    from resprompt.tasks.data import DataError
+    from resprompt.training import setup
+
+    cfg = _custom(tmp_path, train_labels, eval_labels)
+    task = setup.resolve_task(cfg)
+    assert task.labels == tuple(train_labels)
+    with pytest.raises(DataError, match=message):
+        setup.load_split(cfg, task, "encoder", train=False)
+
+
+def test_custom_empty_label_is_refused(tmp_path):
+    from resprompt.tasks.data import DataError
+    from resprompt.training import setup
+
+    cfg = _custom(tmp_path, ["a", "", "b"], "ab")
+    with pytest.raises(DataError, match=r"train\.csv:3: label field 'y' is empty"):
+        setup.resolve_task(cfg)
+
+
+def test_truncated_model_weights_are_one_clear_error(tiny_model_dirs, tmp_path):
+    """Before: a truncated model.safetensors ended in a SafetensorError traceback."""
+    import shutil
+
+    from resprompt.backbones import BackboneError, load_backbone
+
+    folder = tmp_path / "bert"
+    shutil.copytree(tiny_model_dirs["bert"], folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(BackboneError, match=rf"backbone '{folder}': could not load the model "
+                                            r"\(AutoModelForSequenceClassification\): "):
+        load_backbone(str(folder), num_labels=3)
+
+
+def test_prompt_files_that_do_not_add_up_are_refused(tmp_path):
+    """Before: eval of a prompt whose config says another hidden size, or a classifier prompt
+    without its head tensors, ran with rc 0."""
+    from safetensors.torch import save_file
+
+    from conftest import tiny_bert
+    from resprompt import PromptFileError, ResidualPromptModel
+    from resprompt.io import META_FILE, PROMPT_FILE
+
+    m = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=3, bottleneck=8))
+    m.save_pretrained(tmp_path / "p")
+    meta = json.loads((tmp_path / "p" / META_FILE).read_text())
+    (tmp_path / "p" / META_FILE).write_text(json.dumps({**meta, "hidden_size": 64}))
+    with pytest.raises(PromptFileError, match=r"resprompt_config\.json: hidden_size=64 but the prompt tensor in "
+                                              r"prompt\.safetensors has shape \(3, 32\)"):
+        ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")
+    (tmp_path / "p" / META_FILE).write_text(json.dumps(meta))
+    t = _tensors(tmp_path / "p" / PROMPT_FILE)
+    save_file({"prompt": t["prompt"]}, str(tmp_path / "p" / PROMPT_FILE))
+    with pytest.raises(PromptFileError, match=r"prompt\.safetensors: no head weights, though resprompt_config\.json "
+                                              r"says the prompt was trained with head 'classifier'"):
+        ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")
+    (tmp_path / "p" / META_FILE).write_text(json.dumps({**meta, "head": None}))
+    with pytest.raises(PromptFileError, match=r"holds no head weights, but BertForSequenceClassification is a task "
+                                              r"model whose head \(classifier\) the prompt must bring"):
+        ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")

@@ -149,6 +149,14 @@ def create(out: Path, cfg: TrainConfig, config: dict) -> None:
     write_json(out / "config.json", config)
 
 
+def _record_step(line: str) -> float:
+    """The step of a metrics.jsonl line; infinity for a blank line or one a kill cut short (dropped)."""
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return float("inf")
+
+
 class MetricsLog:
     """``metrics.jsonl`` plus the Accelerate trackers (``--report-to``); writes on the main process only."""
 
@@ -157,9 +165,10 @@ class MetricsLog:
         if not enabled:
             return
         if keep_until is not None and self.path.exists():  # resume: drop lines after the checkpoint
-            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln).get("step", 0) <= keep_until]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            kept = [ln for ln in self.path.read_text().split("\n") if _record_step(ln) <= keep_until]
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            tmp.write_text("".join(ln + "\n" for ln in kept))
+            os.replace(tmp, self.path)
         elif keep_until is None:
             self.path.write_text("")
 
