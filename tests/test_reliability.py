@@ -93,6 +93,7 @@ def test_recover_dir_falls_back_to_the_previous_copy(tmp_path):
     assert (target / "p").read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
 
 
+@pytest.mark.slow
 def test_resume_after_a_real_kill_in_the_swap(tiny_model_dirs, data_root, tmp_path):
     """kill -9 (SIGKILL) exactly between the two renames of a checkpoint swap, then --resume."""
     args = [sys.executable, "-m", "resprompt.cli", "train", "--model", tiny_model_dirs["bert"], "--task", "CB",
@@ -369,3 +370,19 @@ def test_prompt_files_that_do_not_add_up_are_refused(tmp_path):
     with pytest.raises(PromptFileError, match=r"holds no head weights, but BertForSequenceClassification is a task "
                                               r"model whose head \(classifier\) the prompt must bring"):
         ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")
+
+
+def test_a_nan_score_is_never_the_best(tiny_model_dirs, data_root, tmp_path):
+    """A task whose evaluation gives NaN (a broken metric) never makes a prompt "best"."""
+    from resprompt.training.setup import prepare_backbone, prepare_task
+
+    cfg = _cfg(tiny_model_dirs["bert"], tmp_path / "run", data_root, max_steps=4, eval_every=2)
+    _, tok, fam, definition = prepare_backbone(cfg)
+    task = prepare_task(cfg, definition, fam, tok, 48)
+    scores = iter([float("nan"), 0.25])
+    task.evaluate = lambda model, batch_size: {"score": next(scores, 0.25)}
+    res = trainer_mod.train(cfg, PROMPT, task=task)
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["type"] == "eval"]
+    assert [(x["step"], x["best"]) for x in evals] == [(2, False), (4, True)]
+    assert res["best_step"] == 4 and res["best"] == {"score": 0.25}
