@@ -123,3 +123,10 @@ def real_data_root():
     if not (DATA_ROOT / "superglue" / "CB").is_dir():
         pytest.skip(f"real SuperGLUE data not found under {DATA_ROOT}")
     return DATA_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _no_flush_denormal_leak():
+    """``resprompt.cli.main`` flushes subnormal floats process-wide; later tests must not inherit it."""
+    yield
+    torch.set_flush_denormal(False)

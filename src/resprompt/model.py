@@ -53,7 +53,21 @@ def group_parameters(named: dict[str, nn.Parameter]) -> dict[str, list[nn.Parame
     return groups
 
 
-class ResidualPromptModel(nn.Module):
+class TrainableParameters:
+    """What the optimizer needs of a model (ours and the baselines alike): an ``nn.Module`` mixin."""
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {k: p for k, p in self.named_parameters() if p.requires_grad}
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters().values())
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters split into ``prompt`` (raw P), ``network`` (reparameterisation) and ``head``."""
+        return group_parameters(self.trainable_parameters())
+
+
+class ResidualPromptModel(TrainableParameters, nn.Module):
     """A frozen backbone with a soft prompt and, for task models, the prompt's own head.
 
     Args:
@@ -273,17 +287,6 @@ class ResidualPromptModel(nn.Module):
         if self.family == "seq2seq":
             return new
         return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
-
-    # ------------------------------------------------------------- parameters
-    def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        return {k: p for k, p in self.named_parameters() if p.requires_grad}
-
-    def num_trainable(self) -> int:
-        return sum(p.numel() for p in self.trainable_parameters().values())
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters split into ``prompt`` (raw P), ``network`` (reparameterisation) and ``head``."""
-        return group_parameters(self.trainable_parameters())
 
     # ------------------------------------------------------------------- files
     def save_pretrained(self, path: str | os.PathLike, format: str = "resprompt", *,

@@ -16,12 +16,12 @@ from torch import nn
 from ..backbones import model_max_length
 from ..heads import head_module_names
 from ..io import atomic_dir, read_safetensors
-from ..model import group_parameters
+from ..model import TrainableParameters
 from ..prompt.config import REPARAMS
 from ..training.runconfig import ConfigError
 
 
-class _Baseline(nn.Module):
+class _Baseline(TrainableParameters, nn.Module):
     """What the trainer and ``evaluation.predict`` use of a ResidualPromptModel, for a baseline."""
 
     num_tokens = 0
@@ -34,15 +34,6 @@ class _Baseline(nn.Module):
     @property
     def max_text_length(self) -> int:
         return model_max_length(self._backbone, self.tokenizer) - self.num_tokens
-
-    def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        return {k: p for k, p in self.named_parameters() if p.requires_grad}
-
-    def num_trainable(self) -> int:
-        return sum(p.numel() for p in self.trainable_parameters().values())
-
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return group_parameters(self.trainable_parameters())
 
     def save_trainable(self, path) -> None:
         from safetensors.torch import save_file
