@@ -117,7 +117,9 @@ def _read_resprompt(path: Path) -> SavedPrompt:
     if "prompt" not in tensors:
         raise PromptFileError(f"{path / PROMPT_FILE}: no 'prompt' tensor")
     try:
-        config = ResidualPromptConfig.from_dict({**meta["config"], "init": "uniform", "init_path": None})
+        # prompts saved before the readout option was read with the architecture's own ("native")
+        config = ResidualPromptConfig.from_dict({"pooling": "native", **meta["config"], "init": "uniform",
+                                                 "init_path": None})
     except (KeyError, TypeError, ValueError) as e:
         raise PromptFileError(f"{path / META_FILE}: bad 'config' ({e})") from None
     task = meta.get("task")
@@ -159,7 +161,7 @@ def _read_peft(path: Path) -> SavedPrompt:
         if k.startswith("base_model."):
             name = k[len("base_model."):].replace(".modules_to_save.default", "").replace(".original_module", "")
             head[name.removeprefix("model.")] = v
-    config = ResidualPromptConfig(num_tokens=n, reparam="none", placement="prefix")
+    config = ResidualPromptConfig(num_tokens=n, reparam="none", placement="prefix", pooling="native")  # as PEFT runs it
     backbone = {"backbone": cfg.get("base_model_name_or_path"), "hidden_size": int(prompt.shape[1])}
     return SavedPrompt(path, "peft", prompt[:n].float(), config, head, None, backbone, "prefix")
 
@@ -218,6 +220,11 @@ def backbone_meta(bb, family: str) -> dict:
     }
 
 
+def _config_dict(model: ResidualPromptModel) -> dict:
+    """The prompt config as saved: ``pooling`` as resolved on this backbone (``auto`` -> ``mean`` ...)."""
+    return {**model.config.to_dict(), "pooling": model.pooling or model.config.pooling}
+
+
 def _meta(model: ResidualPromptModel, kind: str) -> dict:
     return {
         "format": f"resprompt-{kind}",
@@ -227,7 +234,7 @@ def _meta(model: ResidualPromptModel, kind: str) -> dict:
         "placement": model.placement_mode,
         "head": model.head_name,
         "task": model.task,
-        "config": model.config.to_dict(),
+        "config": _config_dict(model),
         **backbone_meta(model.backbone, model.family),
     }
 
@@ -244,6 +251,7 @@ def save_peft(model: ResidualPromptModel, path: str | os.PathLike) -> None:
     """Writes a PEFT PROMPT_TUNING adapter of the folded prompt (and head as ``modules_to_save``)."""
     cfg = model.backbone.config
     meta = {**backbone_meta(model.backbone, model.family), "placement": model.placement_mode, "head": model.head_name,
+            "pooling": model.pooling, "pooling_native": model._native_readout,
             "num_layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None),
             "num_attention_heads": getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None)}
     write_peft(model.fold(), model.head_state(), meta, path)
@@ -253,6 +261,9 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
     """Writes PEFT's PROMPT_TUNING layout from a folded prompt [n, d], head weights and backbone metadata."""
     from peft import PromptTuningConfig
 
+    if meta.get("pooling_native") is False:
+        log.warning("PEFT runs the backbone's own forward, which reads its native readout, not this prompt's "
+                    "pooling=%s: PEFT's logits will differ from ours", meta.get("pooling"))
     if meta.get("placement") != "prefix":
         log.warning(
             "PEFT places the prompt before all tokens; this prompt was trained with placement=%s, so "
@@ -340,7 +351,7 @@ def load_trainable(model: ResidualPromptModel, path: str | os.PathLike, allow_mi
     meta = read_json(path / META_FILE)
     if meta.get("format") != "resprompt-trainable":
         raise PromptFileError(f"{path / META_FILE}: format={meta.get('format')!r}, expected 'resprompt-trainable'")
-    if meta.get("config") != model.config.to_dict():
+    if meta.get("config") != _config_dict(model):
         raise PromptFileError(f"{path / META_FILE}: prompt config differs from the model's: {meta.get('config')}")
     check_backbone(meta, backbone_meta(model.backbone, model.family), path, allow_mismatch)
     state = read_safetensors(path / TRAINABLE_FILE)

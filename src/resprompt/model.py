@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call
 
 from . import heads as heads_mod
+from . import readout
 from .backbones import detect_family, model_max_length, position_limit
 from .io import embedding_rms
 from .prompt import placement as pl
@@ -94,6 +95,11 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         self.head = heads_mod.copy_head(backbone)  # this prompt's own head (empty for LM backbones)
         for p in self.head.parameters():
             p.requires_grad_(self.config.train_head)
+        self.pooling: str | None = None  # the encoder classifier's readout (``readout``), resolved once
+        self._native_readout = True
+        if self.family == "encoder" and self.head_kind == "ForSequenceClassification":
+            self.pooling = readout.resolve_pooling(self.config.pooling, backbone, self.head)
+            self._native_readout = self.pooling == readout.native_pooling(backbone, self.head)
         emb = backbone.get_input_embeddings()
         self.register_buffer("folded_prompt", None, persistent=False)
         self.prompt_encoder: PromptEncoder | None = None
@@ -256,7 +262,10 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         inputs = self.prepare_inputs(input_ids, attention_mask, prompts,
                                      None if seq_labels is not None else labels, token_type_ids)
         offsets = inputs.pop("_offsets")
-        out = self._run_backbone(inputs, **kwargs)
+        if self._native_readout:
+            out = self._run_backbone(inputs, **kwargs)
+        else:
+            out = self._read_out(inputs, attention_mask, offsets)
         if seq_labels is not None:
             out.loss = _classification_loss(out.logits, seq_labels)
         if self.strip_prompt_logits and self.family != "seq2seq":
@@ -268,6 +277,20 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
                     setattr(out, key, pl.remove_prompt(value, offsets, self.num_tokens,
                                                        causal=self.family == "decoder"))
         return out
+
+    def _read_out(self, inputs: dict, attention_mask: torch.Tensor, offsets: torch.Tensor):
+        """Encoder classification with a readout the backbone's forward does not compute (cls / mean):
+        the base model's last hidden states, pooled over the text tokens, through this prompt's head."""
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        body = getattr(self.backbone, self.backbone.base_model_prefix)
+        hidden = body(**inputs).last_hidden_state  # [B, T + n, d]
+        n = self.num_tokens
+        text = pl.insert_constant(attention_mask, 0, offsets, n)  # [B, T + n]: real text tokens only
+        first = pl.first_real_index(attention_mask)
+        first = torch.where(first < offsets, first, first + n)  # the first text token, after insertion
+        pooled = readout.pool(hidden, text, first, self.pooling)
+        return SequenceClassifierOutput(logits=readout.apply_head(self.backbone, self.head, pooled))
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import readout
 from ..backbones import model_max_length
 from ..heads import head_module_names
 from ..io import atomic_dir, read_safetensors
@@ -55,23 +56,41 @@ class _Baseline(TrainableParameters, nn.Module):
 
 
 class HeadOnlyModel(_Baseline):
-    """The frozen backbone without a prompt; only its classification head trains."""
+    """The frozen backbone without a prompt; only its classification head trains: the linear probe of
+    the frozen features, through the same readout (``pooling``) the prompted model uses."""
 
-    def __init__(self, backbone, tokenizer, family):
+    def __init__(self, backbone, tokenizer, family, pooling: str = "native"):
         super().__init__(backbone, tokenizer, family)
-        heads = head_module_names(backbone)
-        if not heads:
+        names = head_module_names(backbone)
+        if not names:
             raise ConfigError(f"method head_only needs a classification backbone; this {family} one has no head")
         self.backbone = backbone
         for p in backbone.parameters():
             p.requires_grad_(False)
-        for name in heads:
+        for name in names:
             for p in getattr(backbone, name).parameters():
                 p.requires_grad_(True)
+        heads = nn.ModuleDict({name: getattr(backbone, name) for name in names})  # the backbone's own
+        self.pooling = readout.resolve_pooling(pooling, backbone, heads)
+        self._native = self.pooling == readout.native_pooling(backbone, heads)
+        object.__setattr__(self, "_heads", heads)  # not a second registration of the same modules
 
     def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None, **kwargs):
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra, **kwargs)
+        if self._native:
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra, **kwargs)
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        from ..prompt.placement import first_real_index
+
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        body = getattr(self.backbone, self.backbone.base_model_prefix)
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        pooled = readout.pool(hidden, attention_mask, first_real_index(attention_mask), self.pooling)
+        logits = readout.apply_head(self.backbone, self._heads, pooled)
+        loss = None if labels is None else nn.functional.cross_entropy(logits.float(), labels.long())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
 
 
 class PeftPromptModel(_Baseline):
@@ -109,7 +128,7 @@ def model_builder(method: str, prompt_cfg):
 
     def build(backbone, config, tokenizer, family):
         if method == "head_only":
-            return HeadOnlyModel(backbone, tokenizer, family)
+            return HeadOnlyModel(backbone, tokenizer, family, prompt_cfg.pooling)
         return PeftPromptModel(backbone, tokenizer, family, method, prompt_cfg.num_tokens, prompt_cfg.bottleneck)
 
     return build

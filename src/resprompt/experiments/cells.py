@@ -34,7 +34,10 @@ class Cell:
         train["tensorboard"] = False
         if not train["eval_at_start"]:  # an option added later: off, it leaves the keys of older cells as they were
             del train["eval_at_start"]
-        blob = json.dumps([method, train, prompt_cfg.to_dict()], sort_keys=True, default=str)
+        prompt = prompt_cfg.to_dict()
+        if prompt["pooling"] == "native":  # the readout every cell ran with before the option existed
+            del prompt["pooling"]
+        blob = json.dumps([method, train, prompt], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

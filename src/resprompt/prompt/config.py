@@ -18,6 +18,7 @@ ACTIVATIONS = ("relu", "gelu", "tanh", "silu")
 INITS = ("uniform", "vocab", "text", "saved")
 PLACEMENTS = ("auto", *_PLACEMENT_FUNCTIONS)
 BRANCH_SCALES = ("paper", "embedding")
+POOLINGS = ("auto", "native", "pooler", "cls", "mean")
 
 
 @dataclass
@@ -59,6 +60,14 @@ class ResidualPromptConfig:
             "(after the first token where it is BOS, else before it)."
         },
     )
+    pooling: str = field(
+        default="auto",
+        metadata={
+            "help": "Encoder classification readout: auto (what the checkpoint declares in 1_Pooling/config.json, "
+            "else native), native (the architecture's own), pooler, cls (first text token) or mean (mean of the "
+            "text tokens, prompt slots excluded)."
+        },
+    )
     train_head: bool = field(
         default=True, metadata={"help": "Train the task head of a classification backbone with the prompt."}
     )
@@ -78,6 +87,7 @@ class ResidualPromptConfig:
             ("init", INITS),
             ("placement", PLACEMENTS),
             ("branch_scale", BRANCH_SCALES),
+            ("pooling", POOLINGS),
         ):
             if getattr(self, name) not in allowed:
                 raise bad(name, "one of " + ", ".join(allowed))
