@@ -181,7 +181,7 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root
 
 def test_shipped_grids_validate_and_a_paper_cell_runs_on_t5(tiny_model_dirs, data_root, tmp_path, monkeypatch):
     """Every cell of the shipped grids validates; paper.yaml's protocol holds and one of its T5 cells runs."""
-    for name, n in (("smoke", 1), ("small", 515), ("paper", 900)):
+    for name, n in (("smoke", 1), ("small", 515), ("paper", 900), ("full", 111)):
         assert len(bench.load_grid(str(SMOKE.parent / f"{name}.yaml")).cells) == n, name
     monkeypatch.setenv("RESPROMPT_PAPER_MODEL", tiny_model_dirs["t5"])
     monkeypatch.setenv("RESPROMPT_PAPER_ENCODER", tiny_model_dirs["bert"])
