@@ -240,11 +240,15 @@ def _meta(model: ResidualPromptModel, kind: str) -> dict:
 
 
 def save_folded(model: ResidualPromptModel, path: str | os.PathLike) -> None:
-    tensors = {"prompt": model.fold()}
-    tensors.update({f"head.{k}": v for k, v in model.head_state().items()})
+    write_folded(model.fold(), model.head_state(), _meta(model, "folded"), path)
+
+
+def write_folded(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, path: str | os.PathLike) -> None:
+    """Writes the resprompt layout: ``prompt`` [n, d] and ``head.<module>.<param>``, plus the metadata JSON."""
+    tensors = {"prompt": prompt, **{f"head.{k}": v for k, v in head.items()}}
     with atomic_dir(path, drop=PROMPT_FILES) as tmp:
         save_file(_tensors(tensors), str(tmp / PROMPT_FILE))
-        write_json(tmp / META_FILE, _meta(model, "folded"))
+        write_json(tmp / META_FILE, meta)
 
 
 def save_peft(model: ResidualPromptModel, path: str | os.PathLike) -> None:
@@ -313,10 +317,7 @@ def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.Path
     if fmt == "peft":
         write_peft(saved.prompt, saved.head, meta, output)
     elif fmt == "safetensors":
-        tensors = {"prompt": saved.prompt, **{f"head.{k}": v for k, v in saved.head.items()}}
-        with atomic_dir(output, drop=PROMPT_FILES) as tmp:
-            save_file(_tensors(tensors), str(tmp / PROMPT_FILE))
-            write_json(tmp / META_FILE, meta)
+        write_folded(saved.prompt, saved.head, meta, output)
     else:
         with atomic_dir(output, drop=PROMPT_FILES) as tmp:
             np.save(tmp / "prompt.npy", saved.prompt.float().numpy(), allow_pickle=False)

@@ -100,9 +100,3 @@ def load_head(heads: nn.ModuleDict, state: dict[str, torch.Tensor], where: str) 
     for module in heads.modules():  # a Linear whose label count changed keeps its attributes in step
         if isinstance(module, nn.Linear):
             module.out_features, module.in_features = module.weight.shape
-
-
-def num_labels(heads: nn.ModuleDict) -> int | None:
-    """Output width of the head's last linear layer (the label count), None without a head."""
-    linears = [m for m in heads.modules() if isinstance(m, nn.Linear)]
-    return int(linears[-1].weight.shape[0]) if linears else None

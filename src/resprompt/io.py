@@ -53,11 +53,17 @@ def _disk_full(err: BaseException) -> bool:
     return isinstance(err, SafetensorError) and ("StorageFull" in text or "code: 28" in text)
 
 
-def _free_mb(folder: Path) -> float:
+def _disk_full_error(path: Path, kept: str) -> DiskFullError:
     try:
-        return shutil.disk_usage(folder).free / 2**20
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.1f}"
     except OSError:
-        return float("nan")
+        free = "?"
+    return DiskFullError(errno.ENOSPC, f"disk full while writing {path} ({free} MB free); {kept}: free some "
+                                       "space and run again")
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 @contextlib.contextmanager
@@ -77,7 +83,7 @@ def atomic_dir(path: str | os.PathLike, drop: Iterable[str] = ()) -> Iterator[Pa
             (tmp / COMPLETE).unlink(missing_ok=True)
             for name in drop:
                 for old in tmp.glob(name):
-                    shutil.rmtree(old) if old.is_dir() else old.unlink()
+                    _remove(old)
         yield tmp
         (tmp / COMPLETE).touch()  # from here on tmp is a whole copy: recover_dir may promote it
         faults.point("atomic-write")
@@ -93,8 +99,7 @@ def atomic_dir(path: str | os.PathLike, drop: Iterable[str] = ()) -> Iterator[Pa
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if _disk_full(e):
-            raise DiskFullError(errno.ENOSPC, f"disk full while writing {path} ({_free_mb(path.parent):.1f} MB "
-                                "free); nothing was replaced: free some space and run again") from None
+            raise _disk_full_error(path, "nothing was replaced") from None
         raise
 
 
@@ -123,7 +128,7 @@ def recover_dir(path: str | os.PathLike) -> list[str]:
             done.append(f"restored {path} from {source.name}")
     for leftover in tmps + olds:
         if leftover.exists():
-            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            _remove(leftover)
             done.append(f"removed {leftover}")
     if path.is_dir():
         (path / COMPLETE).unlink(missing_ok=True)
@@ -140,8 +145,7 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         if _disk_full(e):
-            raise DiskFullError(errno.ENOSPC, f"disk full while writing {path} ({_free_mb(path.parent):.1f} MB "
-                                "free); the previous file was kept: free some space and run again") from None
+            raise _disk_full_error(path, "the previous file was kept") from None
         raise
 
 

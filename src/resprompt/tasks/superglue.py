@@ -56,11 +56,6 @@ class Instance:
     meta: dict = field(default_factory=dict, compare=False)
 
 
-def INVALID_CLASS(k: int) -> int:  # noqa: N802 (reads as a constant of the label count)
-    """The class id an invalid prediction is scored as, for a task with k classes: k, outside range(k)."""
-    return k
-
-
 def _valid(pred, k: int) -> bool:
     """A class id / candidate index in range(k) (numpy and torch integers included)."""
     return isinstance(pred, numbers.Integral) and not isinstance(pred, bool) and 0 <= pred < k
@@ -118,7 +113,7 @@ class Task:
             raise DataError(f"{self.name}: {golds.count(None)} instance(s) have no gold label (test split?)")
         # an invalid answer (a generated text matching no candidate) is a class of its own, id k:
         # wrong for accuracy, and for F1 / Matthews a row of its own rather than another class's
-        preds = [int(p) if _valid(p, k) else INVALID_CLASS(k) for p in preds]
+        preds = [int(p) if _valid(p, k) else k for p in preds]
         return golds, preds, list(instances)
 
     def evaluate(self, instances, predictions, family: str) -> dict[str, float]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -170,8 +171,6 @@ def setup(cfg: TrainConfig, prompt_cfg: ResidualPromptConfig, build_model=None, 
 
 def _is_main_process() -> bool:
     """Process rank 0 (``torchrun`` / ``accelerate launch`` set RANK), before Accelerate starts."""
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -196,7 +195,7 @@ def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
         prog = Progress(**load_checkpoint(out / "checkpoint", model, optimizer, scheduler))
         log.info("resumed from step %d (epoch %d)", prog.step, prog.epoch)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
-    if accelerator.trackers is not None and cfg.trackers():
+    if cfg.trackers():
         accelerator.init_trackers("resprompt", config=_scalars({**asdict(cfg), **prompt_cfg.to_dict()}))
     metrics_log = runfolder.MetricsLog(out, accelerator, accelerator.is_main_process,
                                        prog.step if cfg.resume else None)
