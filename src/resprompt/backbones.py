@@ -371,6 +371,8 @@ def load_backbone(
     except (OSError, ValueError) as e:
         raise _wrap(name, "tokenizer", e) from e
     if family == "decoder":
+        if tokenizer.eos_token is None and isinstance(getattr(config, "eos_token_id", None), int):
+            tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "left"

@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--report-only", action="store_true", help="Rebuild the report from finished cells.")
     be.add_argument("--dry-run", action="store_true", help="List the cells and exit.")
     be.set_defaults(func=cmd_bench)
+
+    from .serving.config import ServeConfig
+
+    sv = sub.add_parser("serve", help="Serve the prompts of a folder over HTTP, batched together on one backbone.",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_dataclass_flags(sv, ServeConfig)
+    sv.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -109,10 +116,19 @@ def _common_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-file", default=None, help="Custom task: jsonl/csv to score.")
     p.add_argument("--text-fields", default=None, help="Custom task: comma-separated text fields.")
     p.add_argument("--label-field", default="label", help="Custom task: label field.")
+    p.add_argument("--target-field", default=None, help="Generative prompt: the target field of the file "
+                   "(default: the one the prompt was trained with).")
     p.add_argument("--batch-size", type=int, default=32, help="Evaluation batch size.")
     p.add_argument("--max-length", type=int, default=256, help="Maximum text tokens per example.")
     p.add_argument("--allow-backbone-mismatch", action="store_true",
                    help="Load the prompt even if its backbone fingerprint differs.")
+    g = p.add_argument_group("generative prompts (settings saved with the prompt are the defaults)")
+    g.add_argument("--max-new-tokens", type=int, default=None, help="Tokens to generate per input.")
+    g.add_argument("--stop", default=None, help="A stop string (escapes such as \\n are read).")
+    g.add_argument("--do-sample", action="store_true", help="Sample instead of greedy decoding.")
+    g.add_argument("--temperature", type=float, default=1.0, help="Sampling temperature (> 0).")
+    g.add_argument("--top-p", type=float, default=1.0, help="Nucleus sampling threshold in (0, 1].")
+    g.add_argument("--seed", type=int, default=0, help="Sampling seed.")
 
 
 def cmd_train(args) -> int:
@@ -136,6 +152,13 @@ def _eval_setup(args):
     task_name = args.task or (saved.task or {}).get("name")
     if not task_name:
         raise ConfigError(f"--task is required: {saved.path} records no task")
+    generative = (saved.task or {}).get("kind") == "generation"
+    if generative and task_name.lower() != "custom":
+        raise ConfigError(f"{saved.path}: a generative prompt (text targets); --task {task_name} is a "
+                          "classification task: use --task custom or leave --task out")
+    if not generative and getattr(args, "target_field", None):
+        raise ConfigError(f"{saved.path}: a classification prompt (labels {(saved.task or {}).get('labels')}); "
+                          "--target-field is for generative prompts")
     cfg = TrainConfig(model=args.model, task=task_name, data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
                       eval_split=getattr(args, "split", "val"), eval_file=getattr(args, "eval_file", None),
                       text_fields=args.text_fields, label_field=args.label_field,
@@ -144,7 +167,9 @@ def _eval_setup(args):
     if custom and saved.task is None and not args.text_fields:
         raise ConfigError(f"{saved.path} records no task: pass --text-fields for task 'custom'")
     task = resolve_task(cfg, saved.task if custom and saved.task else None)
-    if saved.task and list(saved.task.get("labels", [])) != list(task.labels):
+    if generative and args.target_field:
+        task = dataclasses.replace(task, target_field=args.target_field)
+    if saved.task and not generative and list(saved.task.get("labels", [])) != list(task.labels):
         raise ConfigError(f"{saved.path}: the prompt was trained on {saved.task.get('name')} with labels "
                           f"{saved.task.get('labels')}; task {task.name} has labels {list(task.labels)}")
     backbone, tokenizer, family, task = prepare_backbone(cfg, task)
@@ -153,13 +178,38 @@ def _eval_setup(args):
     return cfg, model, tokenizer, family, task
 
 
+def _generation_config(args, task):
+    from .generation.config import GenerationConfig
+    from .training.setup import unescape
+
+    stop = (unescape(args.stop),) if getattr(args, "stop", None) else task.stop
+    return GenerationConfig(max_new_tokens=args.max_new_tokens or task.max_new_tokens, stop=stop,
+                            do_sample=getattr(args, "do_sample", False), temperature=getattr(args, "temperature", 1.0),
+                            top_p=getattr(args, "top_p", 1.0), seed=getattr(args, "seed", 0))
+
+
+def _generate(args, cfg, model, tokenizer, family, task, instances):
+    from .tasks.genprepared import score_instances
+
+    config = _generation_config(args, task)
+    return score_instances(model, tokenizer, family, instances, min(cfg.max_length, model.max_text_length),
+                           cfg.eval_batch_size, config)
+
+
 def cmd_eval(args) -> int:
     from .tasks.evaluation import evaluate
     from .tasks.features import featurize
+    from .tasks.generative import GenerativeTask
     from .training.setup import load_split
 
     cfg, model, tokenizer, family, task = _eval_setup(args)
     instances, desc = load_split(cfg, task, family, train=False)
+    if isinstance(task, GenerativeTask):
+        metrics, _ = _generate(args, cfg, model, tokenizer, family, task, instances)
+        if metrics is None:
+            raise ConfigError(f"{desc}: records without targets: nothing to score (use predict)")
+        print(json.dumps({"task": task.name, "data": desc, "metrics": metrics}, indent=2))
+        return 0
     feats = featurize(instances, tokenizer, family, min(cfg.max_length, model.max_text_length), train=False)
     metrics, _ = evaluate(model, task, family, instances, feats, tokenizer, cfg.eval_batch_size)
     print(json.dumps({"task": task.name, "split": cfg.eval_split, "data": desc, "metrics": metrics}, indent=2))
@@ -170,6 +220,7 @@ def cmd_predict(args) -> int:
     from .tasks import data as data_mod
     from .tasks.evaluation import predict
     from .tasks.features import featurize
+    from .tasks.generative import GenerativeTask
 
     out = Path(args.output)
     if out.is_dir():
@@ -178,13 +229,21 @@ def cmd_predict(args) -> int:
         raise ConfigError(f"--output {out}: folder {out.parent} does not exist")
     cfg, model, tokenizer, family, task = _eval_setup(args)
     records = data_mod.read_records(args.input)
+    if not records:
+        raise ConfigError(f"{args.input}: no records (empty file)")
     instances = task.instances(records, family, str(args.input))
-    feats = featurize(instances, tokenizer, family, min(cfg.max_length, model.max_text_length), train=False)
-    preds = predict(model, task, family, instances, feats, tokenizer, cfg.eval_batch_size)
-    lines = task.submission(instances, preds, family)
-    if not args.submission:
-        lines = [{**line, "uid": inst.uid} for line, inst in zip(lines, instances)] \
-            if len(lines) == len(instances) else lines
+    if isinstance(task, GenerativeTask):
+        if args.submission:
+            raise ConfigError("--submission is the SuperGLUE leaderboard format; a generative prompt writes text")
+        _, texts = _generate(args, cfg, model, tokenizer, family, task, instances)
+        lines = [{"uid": inst.uid, "text": text} for inst, text in zip(instances, texts)]
+    else:
+        feats = featurize(instances, tokenizer, family, min(cfg.max_length, model.max_text_length), train=False)
+        preds = predict(model, task, family, instances, feats, tokenizer, cfg.eval_batch_size)
+        lines = task.submission(instances, preds, family)
+        if not args.submission:
+            lines = [{**line, "uid": inst.uid} for line, inst in zip(lines, instances)] \
+                if len(lines) == len(instances) else lines
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
     os.replace(tmp, out)
@@ -207,13 +266,21 @@ def cmd_bench(args) -> int:
                     dry_run=args.dry_run)
 
 
+def cmd_serve(args) -> int:
+    from .serving.config import ServeConfig
+    from .serving.server import serve
+
+    names = {f.name for f in dataclasses.fields(ServeConfig)}
+    return serve(ServeConfig(**{k: v for k, v in vars(args).items() if k in names}))
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "accelerate", "peft", "httpx", "urllib3", "filelock"):
+    for noisy in ("transformers", "accelerate", "peft", "httpx", "urllib3", "filelock", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING if args.verbose else logging.ERROR)
     try:
         import torch

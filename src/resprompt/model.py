@@ -54,6 +54,27 @@ def group_parameters(named: dict[str, nn.Parameter]) -> dict[str, list[nn.Parame
     return groups
 
 
+def optimizer_param_groups(model: TrainableParameters, lr: float, lr_network: float | None = None,
+                           lr_head: float | None = None, weight_decay: float = 0.0,
+                           weight_decay_network: float | None = None,
+                           weight_decay_head: float | None = None) -> list[dict]:
+    """The ``model.parameter_groups()`` as torch optimizer param groups, one per non-empty group.
+
+    ``lr`` / ``weight_decay`` are the raw prompt's; the network's and the head's default to them.
+    Each dict carries ``params``, ``lr``, ``weight_decay`` and ``name`` (``prompt`` / ``network`` /
+    ``head``), e.g. ``torch.optim.AdamW(optimizer_param_groups(model, lr=0.3, lr_head=0.03))``.
+    """
+    settings = {
+        "prompt": (lr, weight_decay),
+        "network": (lr if lr_network is None else lr_network,
+                    weight_decay if weight_decay_network is None else weight_decay_network),
+        "head": (lr if lr_head is None else lr_head, weight_decay if weight_decay_head is None else weight_decay_head),
+    }
+    groups = model.parameter_groups()
+    return [{"params": groups[name], "lr": g_lr, "weight_decay": wd, "name": name}
+            for name, (g_lr, wd) in settings.items() if groups[name]]
+
+
 class TrainableParameters:
     """What the optimizer needs of a model (ours and the baselines alike): an ``nn.Module`` mixin."""
 
@@ -79,6 +100,11 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         family: override the detected family ("encoder", "seq2seq", "decoder").
         task: task metadata saved with the prompt (name, kind, labels, ...; see ``formats``).
     """
+
+    # transformers.Trainer: never pass ``num_items_in_batch`` to forward. Our losses are per-batch means
+    # (the classification loss is ours), and Trainer would count the labels unshifted (it recognises
+    # causal LMs by ``loss_type``), so it must divide by the accumulation steps itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, backbone: nn.Module, config: ResidualPromptConfig | None = None, tokenizer=None,
                  family: str | None = None, task: dict | None = None, _folded: torch.Tensor | None = None) -> None:
@@ -235,7 +261,7 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
             out["position_ids"] = pl.position_ids_from_mask(out["attention_mask"])
         return out
 
-    def _run_backbone(self, inputs: dict, **kwargs):
+    def run_backbone(self, inputs: dict, **kwargs):
         """The backbone's forward with this prompt's head weights in place of the backbone's own."""
         if not len(self.head):
             return self.backbone(**inputs, **kwargs)
@@ -263,7 +289,7 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
                                      None if seq_labels is not None else labels, token_type_ids)
         offsets = inputs.pop("_offsets")
         if self._native_readout:
-            out = self._run_backbone(inputs, **kwargs)
+            out = self.run_backbone(inputs, **kwargs)
         else:
             out = self._read_out(inputs, attention_mask, offsets)
         if seq_labels is not None:
@@ -294,21 +320,28 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 prompts: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-        """Generates with the prompt in place.
+                 prompts: torch.Tensor | None = None, *, max_new_tokens: int = 20, do_sample: bool = False,
+                 temperature: float = 1.0, top_p: float = 1.0, seed: int = 0, use_cache: bool = True,
+                 pad_token_id: int | None = None, eos_token_id: int | None = None) -> torch.Tensor:
+        """Generates with the prompt in place (``generation.decode``; greedy unless ``do_sample``).
 
+        Args:
+            input_ids, attention_mask: [B, T] (decoders: left padded). prompts: [n, d] or [B, n, d].
         Returns:
-            seq2seq: the decoder's token ids, as ``backbone.generate``.
+            seq2seq: [B, 1 + new], the decoder start token then the new tokens (as ``backbone.generate``).
             decoder: [B, T + new] = the input ids followed by the new tokens (no prompt slots).
+            Rows that finished early are padded with ``pad_token_id``.
         """
-        if self.family == "encoder":
-            raise ValueError("generate() needs a seq2seq or decoder backbone with a language-model head")
-        inputs = self.prepare_inputs(input_ids, attention_mask, prompts)
-        inputs.pop("_offsets")
-        inputs.pop("position_ids", None)  # generate derives positions from the attention mask
-        new = self.backbone.generate(**inputs, **kwargs)
+        from .generation.config import GenerationConfig
+        from .generation.decode import generate_ids
+
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                                  top_p=top_p, seed=seed)
+        new = generate_ids(self, input_ids, attention_mask, prompts=prompts, config=config, use_cache=use_cache,
+                           tokenizer=self.tokenizer, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
         if self.family == "seq2seq":
-            return new
+            start = torch.full_like(new[:, :1], self.backbone.config.decoder_start_token_id)
+            return torch.cat([start, new], dim=1)
         return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
 
     # ------------------------------------------------------------------- files

@@ -33,6 +33,20 @@ class TrainConfig:
     eval_file: str | None = _f(None, "Custom task: evaluation jsonl/csv.")
     text_fields: str | None = _f(None, "Custom task: comma-separated text field(s), one or two.")
     label_field: str = _f("label", "Custom task: label field.")
+    target_field: str | None = _f(None, "Custom generative task: the field holding the target text (instead of "
+                                  "--label-field); needs a decoder or seq2seq backbone.")
+    template: str | None = _f(None, "Custom generative task: the input as a template with {field} placeholders, "
+                              "e.g. 'Question: {question}\\nAnswer:' (instead of --text-fields).")
+    chat: bool = _f(False, "Custom generative task: records hold a 'messages' list rendered with the tokenizer's "
+                    "chat template; the loss covers the assistant turns.")
+    messages_field: str = _f("messages", "With --chat: the field holding the list of {role, content} turns.")
+    max_target_length: int = _f(64, "Generative task: the most target tokens a record may have (EOS included).")
+    max_new_tokens: int = _f(32, "Generative task: tokens generated per input in evaluation and predict.")
+    stop: str | None = _f(None, "Generative task: a stop string that ends generation (escapes such as \\n are read).")
+    metric: str | None = _f(None, "Generative task: selection metric, exact_match (default), f1, rouge_l, accuracy "
+                            "or loglik.")
+    eval_proxy: bool = _f(False, "Generative task: score evaluations during training by the mean target "
+                          "log-likelihood (cheap); generate at each new best and at the end.")
     few_shot: int | None = _f(None, "Keep k training examples per class (drawn with --seed).")
     max_train_examples: int | None = _f(None, "Keep at most this many training records (drawn with --seed).")
     max_eval_examples: int | None = _f(None, "Evaluate on at most this many records (the first ones).")
@@ -74,7 +88,8 @@ class TrainConfig:
         for f in dataclasses.fields(self):  # a YAML "no" in quotes or a typo would otherwise read as True
             if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
                 raise bad(f.name, "true or false")
-        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length", "max_target_length",
+                     "max_new_tokens"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise bad(name, "a positive integer")
@@ -109,6 +124,18 @@ class TrainConfig:
             raise bad("train_source", "superglue, fewglue or hub")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise bad("mixed_precision", "no, fp16 or bf16")
+        generative = self.target_field is not None or self.chat
+        if generative and str(self.task).lower() != "custom":
+            raise ConfigError("--target-field / --chat make a custom generative task: use --task custom")
+        if generative and self.few_shot:
+            raise ConfigError("few-shot=... draws k examples per class; a generative task has none: use "
+                              "--max-train-examples")
+        from ..tasks.generative import SELECTION_METRICS
+
+        if self.metric is not None and self.metric not in SELECTION_METRICS:
+            raise bad("metric", " / ".join(SELECTION_METRICS))
+        if self.stop is not None and not self.stop:
+            raise bad("stop", "a non-empty string")
         if str(self.task).lower() != "custom":
             from ..tasks.superglue import get_task
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 
 from ..tasks import data as data_mod
+from ..tasks.generative import GenerativeTask, generative_task, generative_task_from_metadata
 from ..tasks.prepared import PreparedTask
 from ..tasks.records import DataError
 from ..tasks.superglue import UserTask, get_task, task_from_metadata, user_task
@@ -27,14 +28,44 @@ def _text_fields(cfg: TrainConfig) -> list[str]:
     return [f.strip() for f in cfg.text_fields.split(",") if f.strip()]
 
 
+def unescape(text: str) -> str:
+    """A flag's ``\\n`` / ``\\t`` / ``\\\\`` escapes as the characters they name (stop strings)."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def is_generative(cfg: TrainConfig) -> bool:
+    return cfg.target_field is not None or cfg.chat
+
+
+def _generative_task(cfg: TrainConfig) -> GenerativeTask:
+    if not (cfg.chat or cfg.template or cfg.text_fields):
+        raise ConfigError("a generative task needs --text-fields, --template or --chat")
+    return generative_task("custom", target_field=cfg.target_field or "target", text_fields=cfg.text_fields or (),
+                           template=unescape(cfg.template) if cfg.template else None, chat=cfg.chat,
+                           messages_field=cfg.messages_field, metric=cfg.metric or "exact_match",
+                           max_new_tokens=cfg.max_new_tokens, stop=(unescape(cfg.stop),) if cfg.stop else ())
+
+
 def resolve_task(cfg: TrainConfig, saved: dict | None = None):
     """The task of a run: ``saved`` (a prompt's task metadata) if given, else from ``cfg``."""
     if saved is not None:
+        if saved.get("kind") == "generation":
+            return generative_task_from_metadata(saved)
         return task_from_metadata(saved)
     if cfg.task.lower() != "custom":
         return get_task(cfg.task)
     if not cfg.train_file and not cfg.eval_file:
         raise ConfigError("task 'custom' needs --train-file and/or --eval-file")
+    if is_generative(cfg):
+        return _generative_task(cfg)
     fields = _text_fields(cfg)
     # the label set is the training file's: an evaluation label outside it is an error naming file:line
     source = cfg.train_file or cfg.eval_file
@@ -48,6 +79,16 @@ def prepare_backbone(cfg: TrainConfig, task=None):
     from ..backbones import load_backbone
 
     task = task or resolve_task(cfg)
+    if isinstance(task, GenerativeTask):
+        backbone, tokenizer, family = load_backbone(cfg.model, head="auto")
+        if family == "encoder":
+            raise ConfigError(f"--model {cfg.model}: a generative task needs a decoder or seq2seq backbone with a "
+                              "language-model head; this one is an encoder")
+        if task.chat:
+            from ..tasks.genfeatures import check_chat_template
+
+            check_chat_template(tokenizer)
+        return backbone, tokenizer, family, task
     num_labels = 2 if task.choice else task.num_labels
     backbone, tokenizer, family = load_backbone(cfg.model, head="auto", num_labels=num_labels)
     return backbone, tokenizer, family, task
@@ -62,6 +103,14 @@ def _fewglue_dir(cfg: TrainConfig):
 
 
 def _records(cfg: TrainConfig, task, split: str, source: str):
+    if isinstance(task, GenerativeTask):
+        path = cfg.train_file if split == "train" else cfg.eval_file
+        if not path:
+            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
+        records = data_mod.read_records(path)
+        if not records:
+            raise DataError(f"{path}: no records (empty file)")
+        return records, str(path)
     if isinstance(task, UserTask):
         path = cfg.train_file if split == "train" else cfg.eval_file
         if not path:
@@ -98,14 +147,24 @@ def load_split(cfg: TrainConfig, task, family: str, train: bool):
         records = random.Random(cfg.seed).sample(records, cfg.max_train_examples)
     if not train and cfg.max_eval_examples:
         records = records[: cfg.max_eval_examples]
-    instances = task.instances(records, family, desc)
+    if isinstance(task, GenerativeTask):
+        instances = task.instances(records, family, desc, require_target=train)
+    else:
+        instances = task.instances(records, family, desc)
     if not instances:
         raise DataError(f"{desc}: no examples")
     return instances, desc
 
 
-def prepare_task(cfg: TrainConfig, task, family: str, tokenizer, max_len: int) -> PreparedTask:
-    """Both splits of ``task`` read and tokenised for a training run."""
+def prepare_task(cfg: TrainConfig, task, family: str, tokenizer, max_len: int):
+    """Both splits of ``task`` read and tokenised for a training run (a ``TrainTask``)."""
     train_inst, train_desc = load_split(cfg, task, family, train=True)
     eval_inst, eval_desc = load_split(cfg, task, family, train=False)
+    if isinstance(task, GenerativeTask):
+        from ..tasks.genprepared import GenerativePreparedTask
+
+        if any(i.target is None for i in eval_inst):
+            raise DataError(f"{eval_desc}: the evaluation file needs targets to score a generative task")
+        return GenerativePreparedTask(task, family, tokenizer, train_inst, eval_inst, max_len, cfg.max_target_length,
+                                      cfg.eval_proxy, train_desc, eval_desc)
     return PreparedTask(task, family, tokenizer, train_inst, eval_inst, max_len, train_desc, eval_desc)

@@ -301,6 +301,17 @@ def scores(run: Run) -> dict:
     return run.task.evaluate(run.core, run.cfg.eval_batch_size) if run.main else {}
 
 
+def full_scores(run: Run, metrics: dict | None = None) -> dict:
+    """The complete evaluation where the task's regular one is a proxy (a generative task's
+    ``evaluate_full``: generation), merged into ``metrics``; the selection ``score`` stays the proxy's."""
+    full = getattr(run.task, "evaluate_full", None)
+    if not run.main or full is None or not getattr(run.task, "proxy", False):
+        return metrics if metrics is not None else scores(run)
+    metrics = dict(metrics) if metrics is not None else scores(run)
+    metrics.update({k: v for k, v in full(run.core, run.cfg.eval_batch_size).items() if k != "score"})
+    return metrics
+
+
 def evaluate_and_select(run: Run) -> bool:
     """Evaluates, keeps the best folded prompt, checkpoints; returns True to stop early."""
     from accelerate.utils import broadcast
@@ -311,6 +322,7 @@ def evaluate_and_select(run: Run) -> bool:
     score = broadcast(torch.tensor([metrics.get("score", 0.0)], device=acc.device)).item()
     improved = math.isfinite(score) and score > prog.best_score  # a NaN score is never the best
     if improved:
+        metrics = full_scores(run, metrics)
         prog.best_score, prog.best_step, prog.best_metrics, prog.evals_since_best = score, prog.step, metrics, 0
         if run.main:
             run.core.save_pretrained(run.out / "best")
@@ -338,7 +350,7 @@ def _evaluate_initial(run: Run) -> None:
     """The untrained prompt (``--eval-at-start``): a reference point, never a candidate for best.
     It consumes no random numbers."""
     if run.cfg.eval_at_start and run.prog.step == 0 and run.prog.initial_metrics is None:
-        run.prog.initial_metrics = scores(run)
+        run.prog.initial_metrics = full_scores(run)
         norm = _prompt_norm(run.core) if run.main else {}
         run.log({"type": "eval", "step": 0, "epoch": 0, **run.prog.initial_metrics, **norm, "initial": True,
                  "best": False})
@@ -369,7 +381,7 @@ def _after_optimizer_step(run: Run, loss: float, bar) -> bool:
 def finish(run: Run, started: float) -> dict:
     """Final scores and ``results.json``; closes the trackers. Returns the results."""
     prog, task = run.prog, run.task
-    final = scores(run) if run.main else None
+    final = full_scores(run) if run.main else None
     prog.elapsed += time.perf_counter() - run.segment_start
     results = {
         "task": task.name, "model": run.cfg.model, "family": run.family, "method": run.prompt_cfg.reparam,

@@ -1,0 +1,212 @@
+"""Batched decoding with a soft prompt per row, with or without the KV cache.
+
+One loop for decoder-only and one for encoder-decoder backbones, written here rather than
+delegated to ``backbone.generate`` so that what the cache holds is explicit: the prompted input
+is run once, then one token per step, each row with its own positions (they count real tokens
+only, so left padding does not shift them) and its own attention mask. ``use_cache=False``
+recomputes the whole sequence every step: the reference the cached path must equal token for
+token (tests/test_generation.py), the failure PEFT's prompt-tuning generation has had.
+
+A decoder may start from a ``prefix.BatchPrefix``: the keys/values of each row's [BOS +] prompt,
+computed once when the prompt is loaded; the rows then hold only the text after it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING
+
+import torch
+
+from .config import GenerationConfig
+
+if TYPE_CHECKING:
+    from ..model import ResidualPromptModel
+    from .prefix import BatchPrefix
+
+
+def cache_kwarg(backbone) -> str:
+    """The name ``forward`` gives the KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    params = inspect.signature(backbone.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def output_cache(out):
+    """The KV cache of a forward's output, whichever name this transformers gives it."""
+    return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def pick_next(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
+    """The next token of each row: argmax, or a draw from the tempered, nucleus-filtered distribution.
+
+    Args:
+        logits: [B, V]. Returns: [B] long.
+    """
+    if not config.do_sample:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / config.temperature, dim=-1)
+    if config.top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < config.top_p  # the top token always stays
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+class _Stopper:
+    """Marks rows finished at EOS or once their text contains a stop string."""
+
+    def __init__(self, batch: int, eos_id: int | None, config: GenerationConfig, tokenizer, device):
+        self.done = torch.zeros(batch, dtype=torch.bool, device=device)
+        self.eos_id, self.stop, self.tokenizer = eos_id, config.stop, tokenizer
+        if self.stop and tokenizer is None:
+            raise ValueError("stop strings need the tokenizer (pass tokenizer=...)")
+
+    def update(self, tokens: list[torch.Tensor]) -> None:
+        last = tokens[-1]
+        if self.eos_id is not None:
+            self.done |= last == self.eos_id
+        if self.stop:
+            rows = torch.stack(tokens, 1)
+            for r in (~self.done).nonzero().flatten().tolist():
+                text = self.tokenizer.decode(rows[r].tolist(), skip_special_tokens=True)
+                if any(s in text for s in self.stop):
+                    self.done[r] = True
+
+
+def _keep_last_kw(backbone) -> dict:
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(backbone.forward).parameters else {}
+
+
+def _decoder_loop(model: ResidualPromptModel, embeds, mask, positions, config, use_cache, cache, tokenizer,
+                  eos_id, pad_id) -> torch.Tensor:
+    """Greedy / sampled decoding of a decoder from prompted inputs.
+
+    Args:
+        embeds: [B, T, d] the prompted rows; mask: [B, P + T] (P: cached prefix slots, 0 without one);
+        positions: [B, T]; cache: a prefix cache holding the P slots, or None.
+    Returns:
+        [B, new] token ids; rows finished early hold ``pad_id`` after their EOS / stop.
+    """
+    run, embed = model.run_backbone, model.backbone.get_input_embeddings()
+    key, keep = cache_kwarg(model.backbone), _keep_last_kw(model.backbone)
+    generator = torch.Generator(device=embeds.device).manual_seed(config.seed) if config.do_sample else None
+    stopper = _Stopper(embeds.shape[0], eos_id, config, tokenizer, embeds.device)
+    step_embeds, step_pos = embeds, positions
+    new: list[torch.Tensor] = []
+    for _ in range(config.max_new_tokens):
+        if use_cache:
+            out = run({"inputs_embeds": step_embeds, "attention_mask": mask, "position_ids": step_pos},
+                      **{key: cache}, use_cache=True, **keep)
+            cache = output_cache(out)
+        else:
+            out = run({"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions},
+                      use_cache=False, **keep)
+        token = pick_next(out.logits[:, -1], config, generator)
+        token = torch.where(stopper.done, torch.full_like(token, pad_id), token)
+        new.append(token)
+        stopper.update(new)
+        if bool(stopper.done.all()):
+            break
+        step_embeds, step_pos = embed(token).unsqueeze(1), positions[:, -1:] + 1
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        positions = torch.cat([positions, step_pos], dim=1)
+        if not use_cache:
+            embeds = torch.cat([embeds, step_embeds.to(embeds.dtype)], dim=1)
+    return torch.stack(new, 1)
+
+
+def _seq2seq_loop(model: ResidualPromptModel, inputs: dict, config, use_cache, tokenizer, eos_id,
+                  pad_id) -> torch.Tensor:
+    """Decoding of an encoder-decoder: the prompted encoder runs once. Returns [B, new]."""
+    backbone = model.backbone
+    encoder_outputs = backbone.get_encoder()(inputs_embeds=inputs["inputs_embeds"],
+                                             attention_mask=inputs["attention_mask"])
+    start = backbone.config.decoder_start_token_id
+    if start is None:
+        raise ValueError(f"{type(backbone).__name__}: config has no decoder_start_token_id")
+    b, device = inputs["inputs_embeds"].shape[0], inputs["inputs_embeds"].device
+    decoder_ids = torch.full((b, 1), start, dtype=torch.long, device=device)
+    key = cache_kwarg(backbone)
+    generator = torch.Generator(device=device).manual_seed(config.seed) if config.do_sample else None
+    stopper = _Stopper(b, eos_id, config, tokenizer, device)
+    cache, new = None, []
+    for _ in range(config.max_new_tokens):
+        common = {"encoder_outputs": encoder_outputs, "attention_mask": inputs["attention_mask"]}
+        if use_cache:
+            out = model.run_backbone({**common, "decoder_input_ids": decoder_ids[:, -1:]}, **{key: cache},
+                                     use_cache=True)
+            cache = output_cache(out)
+        else:
+            out = model.run_backbone({**common, "decoder_input_ids": decoder_ids}, use_cache=False)
+        token = pick_next(out.logits[:, -1], config, generator)
+        token = torch.where(stopper.done, torch.full_like(token, pad_id), token)
+        new.append(token)
+        stopper.update(new)
+        decoder_ids = torch.cat([decoder_ids, token.unsqueeze(1)], dim=1)
+        if bool(stopper.done.all()):
+            break
+    return torch.stack(new, 1)
+
+
+def special_ids(model: ResidualPromptModel, tokenizer=None) -> tuple[int | None, int]:
+    """(EOS id, pad id) from the tokenizer, else the backbone's config (pad falls back to EOS, then 0)."""
+    cfg = model.backbone.config
+    eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
+    eos = eos if eos is not None else getattr(cfg, "eos_token_id", None)
+    if isinstance(eos, (list, tuple)):
+        eos = eos[0] if eos else None
+    pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+    pad = pad if pad is not None else getattr(cfg, "pad_token_id", None)
+    return eos, pad if pad is not None else (eos if eos is not None else 0)
+
+
+@torch.no_grad()
+def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 *, prompts: torch.Tensor | None = None, config: GenerationConfig | None = None,
+                 use_cache: bool = True, prefix: BatchPrefix | None = None, tokenizer=None,
+                 eos_token_id: int | None = None, pad_token_id: int | None = None) -> torch.Tensor:
+    """New tokens for each row, the prompt in place.
+
+    Args:
+        input_ids: [B, T] (decoders: left padded; with ``prefix``, the text after the prefix only).
+        attention_mask: [B, T] (default all ones).
+        prompts: [n, d] or [B, n, d] (one per row); default the model's own. Not with ``prefix``.
+        prefix: each row's precomputed [BOS +] prompt keys/values (decoders; see ``prefix``).
+        tokenizer: needed for stop strings; gives EOS and pad ids.
+    Returns:
+        [B, new] new token ids (new <= config.max_new_tokens); after a row's EOS or stop, pad ids.
+    """
+    config = config or GenerationConfig()
+    if model.family == "encoder":
+        raise ValueError("generation needs a seq2seq or decoder backbone with a language-model head")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    eos, pad = special_ids(model, tokenizer)
+    eos = eos_token_id if eos_token_id is not None else eos
+    pad = pad_token_id if pad_token_id is not None else pad
+    if prefix is not None:
+        if model.family != "decoder" or prompts is not None:
+            raise ValueError("prefix= is for decoder backbones, and replaces prompts=")
+        embeds, mask, positions, cache = prefix.inputs(model, input_ids, attention_mask)
+        return _decoder_loop(model, embeds, mask, positions, config, True, cache, tokenizer, eos, pad)
+    inputs = model.prepare_inputs(input_ids, attention_mask, prompts)
+    inputs.pop("_offsets")
+    if model.family == "seq2seq":
+        return _seq2seq_loop(model, inputs, config, use_cache, tokenizer, eos, pad)
+    return _decoder_loop(model, inputs["inputs_embeds"], inputs["attention_mask"], inputs["position_ids"], config,
+                         use_cache, None, tokenizer, eos, pad)
+
+
+def decode_texts(tokens: torch.Tensor, tokenizer, config: GenerationConfig | None = None,
+                 eos_token_id: int | None = None) -> list[str]:
+    """Texts of ``generate_ids`` rows: cut at the first EOS, special tokens dropped, cut before a stop string."""
+    config = config or GenerationConfig()
+    eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
+    texts = []
+    for row in tokens.tolist():
+        if eos is not None and eos in row:
+            row = row[: row.index(eos)]
+        text = tokenizer.decode(row, skip_special_tokens=True)
+        cuts = [text.index(s) for s in config.stop if s in text]
+        texts.append(text[: min(cuts)] if cuts else text)
+    return texts

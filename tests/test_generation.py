@@ -1,0 +1,170 @@
+"""Decoding with soft prompts: cached == uncached, batched == alone, KV prefix == recomputed prompt."""
+
+import pytest
+import torch
+
+from conftest import BUILDERS, batch
+from resprompt.generation.config import GenerationConfig
+from resprompt.generation.decode import decode_texts, generate_ids, pick_next
+from resprompt.generation.prefix import BatchPrefix, PromptPrefix
+from resprompt.model import ResidualPromptModel
+from resprompt.prompt.config import ResidualPromptConfig
+
+ROWS = [[1, 5, 6, 7, 8, 9], [1, 10, 11], [1, 12, 13, 14], [1, 15]]
+
+
+def _model(kind: str, n: int = 4) -> ResidualPromptModel:
+    model = ResidualPromptModel(BUILDERS[kind](), ResidualPromptConfig(num_tokens=n)).eval()
+    return model.fold_()
+
+
+def _prompts(b: int, n: int = 4, scale: float = 3.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(b, n, 32, generator=g) * scale
+
+
+GREEDY = GenerationConfig(max_new_tokens=8)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "t5"])
+def test_cached_equals_uncached_on_a_mixed_batch(kind):
+    model = _model(kind)
+    ids, mask = batch(ROWS, pad_left=kind != "t5")
+    prompts = _prompts(len(ROWS))
+    cached = generate_ids(model, ids, mask, prompts=prompts, config=GREEDY, eos_token_id=-1)
+    uncached = generate_ids(model, ids, mask, prompts=prompts, config=GREEDY, use_cache=False, eos_token_id=-1)
+    assert cached.shape == (4, 8)
+    assert torch.equal(cached, uncached)
+    assert len({tuple(r) for r in cached.tolist()}) > 1  # the rows' prompts lead to different outputs
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "t5"])
+def test_each_row_equals_the_row_alone(kind):
+    model = _model(kind)
+    ids, mask = batch(ROWS, pad_left=kind != "t5")
+    prompts = _prompts(len(ROWS))
+    together = generate_ids(model, ids, mask, prompts=prompts, config=GREEDY, eos_token_id=-1)
+    for i, row in enumerate(ROWS):
+        alone = generate_ids(model, torch.tensor([row]), prompts=prompts[i], config=GREEDY, use_cache=False,
+                             eos_token_id=-1)
+        assert alone[0].tolist() == together[i].tolist(), i
+
+
+def test_right_padding_is_refused_nowhere_but_left_padding_is_what_decoders_equal():
+    # decoders need left padding: the same rows right padded would put pads after the text
+    model = _model("llama")
+    ids, mask = batch(ROWS, pad_left=True)
+    out = model.generate(ids, mask, max_new_tokens=3, prompts=_prompts(4), eos_token_id=-1)
+    assert out.shape == (4, ids.shape[1] + 3)
+    assert torch.equal(out[:, : ids.shape[1]], ids)
+
+
+def test_rows_stop_at_eos_and_are_padded_after():
+    model = _model("llama")
+    ids, mask = batch(ROWS, pad_left=True)
+    prompts = _prompts(4)
+    free = generate_ids(model, ids, mask, prompts=prompts, config=GREEDY, eos_token_id=-1)
+    # a token that first appears at position j > 0 of some row: make it the EOS
+    r, j = next((r, j) for r, row in enumerate(free.tolist()) for j in range(1, 8) if row[j] not in row[:j])
+    eos = int(free[r, j])
+    out = generate_ids(model, ids, mask, prompts=prompts, config=GREEDY, eos_token_id=eos, pad_token_id=0)
+    row = out[r].tolist()
+    assert row[: j + 1] == free[r, : j + 1].tolist()
+    assert all(t == 0 for t in row[j + 1:]) and len(row) > j + 1 or out.shape[1] == j + 1
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_kv_prefix_equals_recomputing_the_prompt(kind):
+    model = _model(kind)
+    prompts = _prompts(len(ROWS))
+    ids, mask = batch(ROWS, pad_left=True)
+    recomputed = generate_ids(model, ids, mask, prompts=prompts, config=GREEDY, use_cache=False, eos_token_id=-1)
+    prefix = BatchPrefix([PromptPrefix.build(model, prompts[i]) for i in range(len(ROWS))])
+    assert prefix.rows[0].length == 5 and prefix.rows[0].bos  # BOS + 4 prompt vectors
+    text, text_mask = batch([r[1:] for r in ROWS], pad_left=True)  # the prefix holds the BOS
+    cached = generate_ids(model, text, text_mask, prefix=prefix, config=GREEDY, eos_token_id=-1)
+    assert torch.equal(cached, recomputed)
+
+
+def test_kv_prefixes_of_different_lengths_in_one_batch():
+    short, long = _model("llama", n=2), _model("llama", n=6)  # same backbone weights (seeded builders)
+    long.backbone = short.backbone
+    p_short, p_long = _prompts(1, 2)[0], _prompts(1, 6)[0]
+    prefix = BatchPrefix([PromptPrefix.build(short, p_short), PromptPrefix.build(long, p_long)])
+    text, mask = batch([ROWS[0][1:], ROWS[1][1:]], pad_left=True)
+    mixed = generate_ids(short, text, mask, prefix=prefix, config=GREEDY, eos_token_id=-1)
+    for r, (m, p) in enumerate([(short, p_short), (long, p_long)]):
+        alone = generate_ids(m, torch.tensor([ROWS[r]]), prompts=p, config=GREEDY, use_cache=False, eos_token_id=-1)
+        assert mixed[r].tolist() == alone[0].tolist(), r
+
+
+def test_prefix_refuses_a_row_without_text():
+    model = _model("llama")
+    prefix = BatchPrefix([PromptPrefix.build(model)])
+    with pytest.raises(ValueError, match="no text after its prefix"):
+        generate_ids(model, torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 2, dtype=torch.long), prefix=prefix)
+
+
+def test_sampling_is_seeded_and_tiny_top_p_is_greedy():
+    model = _model("llama")
+    ids, mask = batch(ROWS, pad_left=True)
+    prompts = _prompts(4)
+    sample = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=2.0, seed=3)
+    a = generate_ids(model, ids, mask, prompts=prompts, config=sample, eos_token_id=-1)
+    b = generate_ids(model, ids, mask, prompts=prompts, config=sample, eos_token_id=-1)
+    assert torch.equal(a, b)
+    greedy = generate_ids(model, ids, mask, prompts=prompts, config=GREEDY, eos_token_id=-1)[:, :6]
+    assert not torch.equal(a, greedy)  # temperature 2 over a 99-token vocabulary departs from argmax
+    nucleus = GenerationConfig(max_new_tokens=6, do_sample=True, top_p=1e-6, seed=3)
+    assert torch.equal(generate_ids(model, ids, mask, prompts=prompts, config=nucleus, eos_token_id=-1), greedy)
+
+
+def test_pick_next_top_p_keeps_the_nucleus_only():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    cfg = GenerationConfig(do_sample=True, top_p=0.8)
+    g = torch.Generator().manual_seed(0)
+    draws = {int(pick_next(logits, cfg, g)) for _ in range(300)}
+    assert draws == {0, 1}
+
+
+class _CharTokenizer:
+    """Decodes ids as letters (id 2 = EOS), enough to test stop strings."""
+
+    eos_token_id, pad_token_id = 2, 0
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join("" if i in (0, 2) and skip_special_tokens else chr(ord("a") + i % 26) for i in ids)
+
+
+def test_stop_strings_end_rows_and_cut_the_text():
+    tok = _CharTokenizer()
+    assert decode_texts(torch.tensor([[3, 4, 5, 2, 6], [7, 8, 9, 10, 11]]), tok,
+                        GenerationConfig(stop=("jk",))) == ["def", "hi"]
+    model = _model("llama")
+    ids, mask = batch(ROWS[:1], pad_left=True)
+    free = generate_ids(model, ids, mask, prompts=_prompts(1), config=GREEDY, eos_token_id=-1)
+    text = tok.decode(free[0].tolist())
+    stop = text[2:4]
+    cut = generate_ids(model, ids, mask, prompts=_prompts(1), config=GenerationConfig(max_new_tokens=8, stop=(stop,)),
+                       tokenizer=tok, eos_token_id=-1)
+    assert cut.shape[1] == text.index(stop) + len(stop)  # generation stopped once the stop string appeared
+    assert decode_texts(cut, tok, GenerationConfig(stop=(stop,)), eos_token_id=-1) == [text[: text.index(stop)]]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_new_tokens": 0}, "max-new-tokens=0 is invalid"),
+    ({"temperature": 0.0}, "temperature=0.0 is invalid"),
+    ({"temperature": float("nan")}, "temperature=nan is invalid"),
+    ({"top_p": 1.5}, "top-p=1.5 is invalid"),
+    ({"seed": -1}, "seed=-1 is invalid"),
+    ({"stop": ("",)}, "stop=('',) is invalid"),
+])
+def test_generation_config_refuses_bad_values(settings, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        GenerationConfig(**settings)
+
+
+def test_encoders_cannot_generate():
+    model = ResidualPromptModel(BUILDERS["bert"](), ResidualPromptConfig(num_tokens=2))
+    with pytest.raises(ValueError, match="generation needs a seq2seq or decoder backbone"):
+        generate_ids(model, torch.tensor([[1, 2]]))
