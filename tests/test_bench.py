@@ -432,3 +432,16 @@ def test_compare_cells_finds_where_two_runs_part(tmp_path, monkeypatch, capsys):
     (tmp_path / "list.json").write_text("[1, 2]")
     assert cc.main([str(tmp_path / "a.json"), str(tmp_path / "list.json")]) == 2
     assert "is not a cell record" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("grid", ["small", "full"])
+def test_committed_cells_keep_their_keys(grid):
+    """A new setting must not change the key of a finished cell (the grid would run it again)."""
+    root = Path(__file__).resolve().parents[1]
+    cells_dir = root / "benchmarks" / "results" / grid / "cells"
+    stored = {p.stem: json.loads(p.read_text())["settings_key"] for p in cells_dir.glob("*.json")}
+    if not stored:
+        pytest.skip(f"no committed cells in {cells_dir}")
+    current = {c.id: c.key for c in bench.load_grid(str(root / "benchmarks" / "grids" / f"{grid}.yaml")).cells}
+    changed = sorted(cid for cid, key in stored.items() if cid in current and current[cid] != key)
+    assert not changed, f"{len(changed)} of {len(stored)} cells changed keys, e.g. {changed[:3]}"

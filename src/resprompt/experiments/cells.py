@@ -32,13 +32,20 @@ class Cell:
         # their key: report_to (which trackers log) replaced a tensorboard flag that was always off.
         train.pop("report_to", None)
         train["tensorboard"] = False
-        if not train["eval_at_start"]:  # an option added later: off, it leaves the keys of older cells as they were
-            del train["eval_at_start"]
+        defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+        for name in LATER_FIELDS:  # options added later: at their default they leave older cells' keys as they were
+            if train[name] == defaults[name]:
+                del train[name]
         prompt = prompt_cfg.to_dict()
         if prompt["pooling"] == "native":  # the readout every cell ran with before the option existed
             del prompt["pooling"]
         blob = json.dumps([method, train, prompt], sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+# TrainConfig fields added after grid cells were first keyed (eval_at_start; the generative-task settings)
+LATER_FIELDS = ("eval_at_start", "target_field", "template", "chat", "messages_field", "max_target_length",
+                "max_new_tokens", "stop", "metric", "eval_proxy")
 
 
 def canonical(settings: dict) -> dict:
