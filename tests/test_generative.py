@@ -4,8 +4,12 @@ import pytest
 import torch
 
 from resprompt.tasks import genmetrics as G
+from resprompt.tasks.generative import (
+    GenerativeTask,
+    generative_task,
+    generative_task_from_metadata,
+)
 from resprompt.tasks.genfeatures import collate_generative, generation_features, train_features
-from resprompt.tasks.generative import GenerativeTask, generative_task, generative_task_from_metadata
 from resprompt.tasks.records import DataError
 
 
