@@ -149,23 +149,27 @@ def _eval_setup(args):
     from .training.setup import prepare_backbone, resolve_task
 
     saved = read_prompt(args.prompt)
-    task_name = args.task or (saved.task or {}).get("name")
+    meta = saved.task or {}
+    # a task of the user's own (whatever name it was given) is rebuilt from the metadata: task 'custom'
+    task_name = args.task or ("custom" if meta.get("custom") else meta.get("name"))
     if not task_name:
         raise ConfigError(f"--task is required: {saved.path} records no task")
-    generative = (saved.task or {}).get("kind") == "generation"
-    if generative and task_name.lower() != "custom":
+    generative = meta.get("kind") == "generation"
+    if generative and task_name.lower() not in ("custom", str(meta.get("name")).lower()):
         raise ConfigError(f"{saved.path}: a generative prompt (text targets); --task {task_name} is a "
                           "classification task: use --task custom or leave --task out")
     if not generative and getattr(args, "target_field", None):
         raise ConfigError(f"{saved.path}: a classification prompt (labels {(saved.task or {}).get('labels')}); "
                           "--target-field is for generative prompts")
-    cfg = TrainConfig(model=args.model, task=task_name, data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
-                      eval_split=getattr(args, "split", "val"), eval_file=getattr(args, "eval_file", None),
-                      text_fields=args.text_fields, label_field=args.label_field,
-                      eval_batch_size=args.batch_size, max_length=args.max_length)
-    custom = task_name.lower() == "custom"
+    if generative:
+        task_name = "custom"
+    custom = task_name.lower() == "custom" or (meta.get("custom") and task_name == meta.get("name"))
     if custom and saved.task is None and not args.text_fields:
         raise ConfigError(f"{saved.path} records no task: pass --text-fields for task 'custom'")
+    cfg = TrainConfig(model=args.model, task="custom" if custom else task_name, data_dir=args.data_dir,
+                      fewglue_dir=args.fewglue_dir, eval_split=getattr(args, "split", "val"),
+                      eval_file=getattr(args, "eval_file", None), text_fields=args.text_fields,
+                      label_field=args.label_field, eval_batch_size=args.batch_size, max_length=args.max_length)
     task = resolve_task(cfg, saved.task if custom and saved.task else None)
     if generative and args.target_field:
         task = dataclasses.replace(task, target_field=args.target_field)

@@ -7,8 +7,8 @@ prompts batched together (for classification: one backbone forward per ``max_bat
 Dispatch by task kind is explicit and in one place: ``HANDLERS`` maps the kind a prompt's task
 metadata declares (``"classification"``) to the handler that checks the prompt at load, turns its
 records into rows and runs rows of that kind. A prompt whose kind has no handler is refused at
-load with that reason (``PromptSkipped``); serving generation prompts (kind ``"generation"``) is one
-more entry here, a handler with the same four members.
+load with that reason (``PromptSkipped``). Generative prompts (kind ``"generation"``, decoder or
+seq2seq backbones) are served by ``generate.GenerationHandler``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from ..formats import read_prompt
 from .classify import ClassificationHandler
+from .generate import GenerationHandler
 from .config import RegistryOptions
 from .prompts import (
     LoadedPrompt,
@@ -54,7 +55,7 @@ class Handler(Protocol):
         """Predictions for rows of this kind (any mix of prompts), in order."""
 
 
-HANDLERS: dict[str, Handler] = {"classification": ClassificationHandler()}
+HANDLERS: dict[str, Handler] = {"classification": ClassificationHandler(), "generation": GenerationHandler()}
 
 
 @dataclass

