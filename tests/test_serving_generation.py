@@ -106,3 +106,25 @@ def test_a_record_without_the_template_field_fails_alone(served):
 
 def test_handler_is_registered():
     assert isinstance(HANDLERS["generation"], GenerationHandler)
+
+
+def test_http_predict_returns_generated_text(model_dirs, tmp_path):
+    import httpx
+
+    from resprompt.serving.config import ServeConfig
+    from resprompt.serving.server import create_app
+    from test_server import ServerThread
+
+    _prompt_folder(model_dirs["llama"], tmp_path / "p" / "qa", QA, n=3, seed=1)
+    cfg = ServeConfig(model=model_dirs["llama"], prompts=str(tmp_path / "p"), timeout_s=20)
+    registry = PromptRegistry.load(cfg.model, cfg.prompts, cfg.registry_options())
+    expected = registry.predict([("qa", r) for r in RECORDS["qa"]])
+    with ServerThread(create_app(registry, cfg)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        listed = client.get("/v1/prompts").json()
+        r = client.post("/v1/predict", json={"prompt": "qa", "inputs": RECORDS["qa"]})
+        bad = client.post("/v1/predict", json={"prompt": "qa", "inputs": [{"text": "no question"}]})
+    assert [p["kind"] for p in listed["prompts"]] == ["generation"]
+    assert r.status_code == 200, r.text
+    assert [p["text"] for p in r.json()["predictions"]] == [e["text"] for e in expected]
+    assert "label" not in r.json()["predictions"][0]
+    assert bad.status_code == 422 and "template placeholder {question}" in bad.text
