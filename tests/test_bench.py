@@ -1,6 +1,7 @@
 """Benchmark grids: expansion, one cell end to end, skip/resume bookkeeping, failures, baselines, report."""
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root
 
 def test_shipped_grids_validate_and_a_paper_cell_runs_on_t5(tiny_model_dirs, data_root, tmp_path, monkeypatch):
     """Every cell of the shipped grids validates; paper.yaml's protocol holds and one of its T5 cells runs."""
-    for name, n in (("smoke", 1), ("small", 515), ("paper", 900), ("full", 111)):
+    for name, n in (("smoke", 1), ("small", 515), ("paper", 900), ("full", 129)):
         assert len(bench.load_grid(str(SMOKE.parent / f"{name}.yaml")).cells) == n, name
     monkeypatch.setenv("RESPROMPT_PAPER_MODEL", tiny_model_dirs["t5"])
     monkeypatch.setenv("RESPROMPT_PAPER_ENCODER", tiny_model_dirs["bert"])
@@ -445,3 +446,165 @@ def test_committed_cells_keep_their_keys(grid):
     current = {c.id: c.key for c in bench.load_grid(str(root / "benchmarks" / "grids" / f"{grid}.yaml")).cells}
     changed = sorted(cid for cid, key in stored.items() if cid in current and current[cid] != key)
     assert not changed, f"{len(changed)} of {len(stored)} cells changed keys, e.g. {changed[:3]}"
+
+
+# ----------------------------------------------------------------------------- the report's top (issue 16 §2-3)
+def _summary_grids(tmp_path):
+    """A full-data grid (main_full, readout) and a FewGLUE grid whose report opens with the summary of both."""
+    from resprompt.io import write_json
+
+    ref = tmp_path / "reference_scores.json"
+    write_json(ref, {"CB": {"majority": 36.1, "n": 50}, "RTE": {"majority": 52.7, "n": 50},
+                     "WiC": {"majority": 50.0, "n": 638}})  # WiC: another validation set than the cells'
+    full = {"name": "fullg", "results_dir": str(tmp_path / "full"), "report": str(tmp_path / "docs" / "FULL.md"),
+            "plots_dir": str(tmp_path / "docs" / "img" / "full"), "seeds": [1, 2], "reference_scores": str(ref),
+            "summary": {"full_data": "PLACEHOLDER", "plot": str(tmp_path / "docs" / "img" / "summary_full.png")},
+            "defaults": {"model": "m", "train_source": "superglue", "pooling": "auto"},
+            "experiments": [
+                {"name": "readout", "axes": {"task": ["CB"], "method": ["residual", "head_only"],
+                                             "pooling": ["auto", "native"]}},
+                {"name": "main_full", "axes": {"task": ["CB", "RTE", "WiC"],
+                                               "method": ["none", "residual", "head_only"]}}]}
+    full["summary"]["full_data"] = {k: v for k, v in full.items() if k != "summary"}  # names itself
+    small = {"name": "smallg", "results_dir": str(tmp_path / "small"), "report": str(tmp_path / "docs" / "R.md"),
+             "plots_dir": str(tmp_path / "docs" / "img"), "seeds": [1, 2], "reference_scores": str(ref),
+             "summary": {"full_data": full, "plot": str(tmp_path / "docs" / "img" / "summary_full.png")},
+             "defaults": {"model": "m"},
+             "experiments": [{"name": "main", "axes": {"task": ["CB", "RTE"], "method": ["none", "residual"]}}]}
+    score = {("readout", "residual", "auto"): 60.0, ("readout", "head_only", "auto"): 65.0,
+             ("readout", "residual", "native"): 50.0, ("readout", "head_only", "native"): 55.0}
+    for grid, root in ((full, "full"), (small, "small")):
+        g = bench.load_grid(grid)
+        (tmp_path / root / "cells").mkdir(parents=True)
+        for c in g.cells:
+            task, m = c.settings["task"], c.settings["method"]
+            if c.experiment == "main_full" and (m == "head_only" or (task == "RTE" and m == "residual")
+                                                or task == "WiC" and c.seed == 2):
+                continue  # not run yet (main_full CB head_only: read from the identical readout cell)
+            if c.experiment == "main_full" and task == "CB" and m == "residual":
+                continue  # also identical to a readout cell
+            s = score.get((c.experiment, m, c.settings.get("pooling")),
+                          {"none": 30.0, "residual": 70.0, "head_only": 60.0}[m]) + c.seed
+            write_json(tmp_path / root / "cells" / f"{c.id}.json", _fake(c, s))
+    return bench.load_grid(small), bench.load_grid(full)
+
+
+def test_summary_top_full_data_and_fewglue_tables_with_the_constant(tmp_path):
+    from resprompt.experiments.report import build_report
+
+    small, _ = _summary_grids(tmp_path)
+    text = build_report(small).read_text()
+    heads = [ln for ln in text.splitlines() if ln.startswith("## ")]
+    assert heads[:5] == ["## What we found", "## Full SuperGLUE training sets (grid `fullg`)",
+                         "## FewGLUE, 32 training examples per task (grid `smallg`, experiment `main`)",
+                         "## Claims of the paper", "## The grid"]
+    full_part, few_part = text.split("## FewGLUE")[0].split("## Full SuperGLUE")[1], text.split("## FewGLUE")[1]
+    # the best-constant row beside each table; WiC's constant is for another validation set: not shown
+    assert "| | **best constant** | **36.1** | **52.7** | — |" in full_part
+    assert "| | **best constant** | **36.1** | **52.7** |" in few_part.split("## Claims")[0]
+    # a mean at or below its task's constant is marked, one above it is not
+    assert "| m | none | 31.5 ± 0.7 ≤c (2/2) | 31.5 ± 0.7 ≤c (2/2) | 31.0 (1/2) |" in full_part
+    assert "| m | none | 31.5 ± 0.7 ≤c (2/2) | 31.5 ± 0.7 ≤c (2/2) |" in few_part
+    # CB residual / head-only come from the identical readout cells (auto pooling); missing cells say so
+    assert "| m | residual | 61.5 ± 0.7 (2/2) | — (0/2) | 71.0 (1/2) |" in full_part
+    assert "| m | head_only | 66.5 ± 0.7 (2/2) | — (0/2) | — (0/2) |" in full_part
+    assert "Rests on 10 of 18 cells (4 of them read from `readout` cells with the same settings" in full_part
+    assert "; 8 not run yet." in full_part and "Rests on 8 of 8 cells." in few_part
+    # "What we found": generated from the same numbers
+    found = text.split("## What we found")[1].split("## Full SuperGLUE")[0]
+    assert ("m: CB (best constant 36.1) head_only 66.5 ± 0.7 (2 seeds), residual 61.5 ± 0.7 (2 seeds), "
+            "none 31.5 ± 0.7 ≤c (2 seeds); RTE (best constant 52.7) none 31.5 ± 0.7 ≤c (2 seeds); WiC residual") in found
+    assert "2 of 6 means are at or below the best constant (m CB none, m RTE none)" in found
+    assert "Not run yet: 8 cells" in found
+    assert "**No.**" in found  # residual 61.5 vs probe 66.5 on CB auto
+    assert "2 of its 4 task × method means are at or below the best constant" in found
+    assert (tmp_path / "docs" / "img" / "summary_full.png").stat().st_size > 1000
+    assert "![score per task and method, full training sets](img/summary_full.png)" in text
+    assert "[FULL.md](FULL.md)" in full_part
+
+
+def test_summary_verdicts_name_their_cells(tmp_path):
+    from resprompt.experiments.report import build_report
+
+    small, full = _summary_grids(tmp_path)
+    rows = [ln.split("|") for ln in build_report(small).read_text().splitlines() if ln.startswith("| 2 |")]
+    few, full_data = rows  # claim 2 on FewGLUE cells, then on the full-data grid's cells
+    assert few[7].strip() == "8 cells: `main__task={CB,RTE}__method={none,residual}__seed={1,2}`"
+    assert few[-2].strip() == "**confirmed**"
+    # main_full: residual vs none on CB (residual read from its identical readout cells) and on WiC (1 seed);
+    # RTE has no residual cell yet
+    assert full_data[7].strip().startswith("6 cells: ") and "(2 panel(s))" in full_data[6]
+    assert {"`readout__task=CB__method=residual__pooling=auto__seed={1,2}`", "`main_full__task=CB__method=none__seed={1,2}`",
+            "`main_full__task=WiC__method={none,residual}__seed=1`"} == set(full_data[7].strip()[9:].split(", "))
+    unmeasured = [ln for ln in build_report(small).read_text().splitlines() if ln.startswith("| 3 |")]
+    assert unmeasured and unmeasured[0].split("|")[7].strip() == "—"
+    # the full-data grid's own report: the readout table and its plain verdict, with the cells it rests on
+    text = build_report(full).read_text()
+    assert "| CB | auto | 61.5 ± 0.7 (2/2) | 66.5 ± 0.7 (2/2) | -5.0 | 2.00 | probe ahead by more than 1 ex. |" in text
+    assert ("**No.** The residual prompt does not beat the probe of its own readout by more than one example's worth "
+            "of points in any of the 2 measured panel(s)") in text
+    assert "Rests on 8 cells: `readout__task=CB__method={head_only,residual}__pooling={auto,native}__seed={1,2}`." in text
+    assert "## FewGLUE" not in text and "| readout | 8/8 | 0 | 0:08:00 |" in text
+    assert "| main_full | 6/18 | 0 | 0:06:00 | CB 2/6, 0:02:00 (1.0 min); RTE 2/6, 0:02:00 (1.0 min); WiC 2/6, " \
+           "0:02:00 (1.0 min) |" in text  # measured time per part
+
+
+def test_readout_verdict_when_the_prompt_wins_and_compact_ids():
+    from types import SimpleNamespace as NS
+
+    from resprompt.experiments.report import _readout_verdict, compact_ids, readout_table
+
+    cells, rows = [], {}
+    for m, pooling, v in (("residual", "auto", 70.0), ("head_only", "auto", 60.0), ("residual", "native", 61.0),
+                          ("head_only", "native", 60.0)):
+        cid = f"readout__task=CB__method={m}__pooling={pooling}__seed=1"
+        cells.append(NS(id=cid, settings={"task": "CB", "method": m, "pooling": pooling}))
+        rows[cid] = NS(best=v, ex=2.0, source=cid)
+    lines, info = readout_table(cells, rows)
+    assert lines[2] == "| CB | auto | 70.0 (1/1) | 60.0 (1/1) | +10.0 | 2.00 | residual ahead by more than 1 ex. |"
+    assert lines[3].endswith("| +1.0 | 2.00 | within 1 ex. |")
+    assert _readout_verdict(info).startswith("**In 1 of 2 measured panel(s)** the residual prompt beats the probe")
+    assert _readout_verdict({"measured": [], "done": 0, "total": 4}) == "Not measured yet (0 of 4 cells finished)."
+    # patterns name exactly the given cells
+    ids = [f"e__task={t}__lr={lr}__seed={s}" for t in ("CB", "RTE") for lr in ("0.3", "0.01", "10") for s in (1, 2)]
+    assert compact_ids(ids) == ["e__task={CB,RTE}__lr={0.01,0.3,10}__seed={1,2}"]
+    part = compact_ids(ids[:-1] + ["other__x=1__seed=1"])  # RTE lr 10 seed 2 missing: no longer one product
+    assert len(part) == 4 and part[-1] == "other__x=1__seed=1"  # CB whole; RTE lr 0.01, 0.3; RTE lr 10 seed 1
+
+    def expand(pattern):
+        exp, *parts = pattern.split("__")
+        values = [[(k, x) for x in v.strip("{}").split(",")] for k, v in (p.split("=", 1) for p in parts)]
+        return ["__".join([exp] + [f"{k}={x}" for k, x in combo]) for combo in itertools.product(*values)]
+
+    named = [i for p in part for i in expand(p)]
+    assert sorted(named) == sorted(ids[:-1] + ["other__x=1__seed=1"])  # exactly these cells, each once
+
+def test_summary_block_replaces_the_readme_text_between_its_markers(tmp_path):
+    from resprompt.experiments.report import README_END, README_START, build_report
+
+    small, _ = _summary_grids(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nintro\n\n{README_START}\nold numbers 12.3\n{README_END}\n\n## Next\n")
+    small.summary["readme"] = readme
+    report = build_report(small).read_text()
+    text = readme.read_text()
+    assert text.startswith("# x\n\nintro\n\n" + README_START) and text.endswith(README_END + "\n\n## Next\n")
+    assert "old numbers" not in text and "![score per task and method, full training sets](docs/img/summary_full.png)" in text
+    found = [ln for ln in report.split("## What we found")[1].split("## Full SuperGLUE")[0].splitlines() if ln.startswith("- ")]
+    assert len(found) == 4 and all(b in text.splitlines() for b in found)  # the report's own bullets
+    assert "[R.md](docs/R.md)" in text
+    readme.write_text("no markers\n")
+    build_report(small)
+    assert readme.read_text() == "no markers\n"
+
+
+def test_summary_without_reference_scores_and_bad_summary_key(tmp_path):
+    from resprompt.experiments.report import build_report
+
+    small, _ = _summary_grids(tmp_path)
+    small.reference_scores = tmp_path / "missing.json"  # the FewGLUE table's (the full-data grid has its own)
+    few = build_report(small).read_text().split("## FewGLUE")[1].split("## Claims")[0]
+    assert "≤c (" not in few and "| | **best constant** | — | — |" in few
+    with pytest.raises(ConfigError, match="summary: expected a mapping with 'full_data'"):
+        bench.load_grid({"name": "g", "summary": {"plot": "x.png"}, "experiments": [{"name": "e"}]})
+

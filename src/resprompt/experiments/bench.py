@@ -8,6 +8,13 @@ Grid file (YAML)::
     plots_dir: docs/img              # default docs/img
     latency: benchmarks/results/inference_latency.json   # optional: benchmarks/inference_latency.py's
                                      # output, shown in the report's cost section
+    reference_scores: benchmarks/results/reference_scores.json   # optional: benchmarks/reference_scores.py's
+                                     # output, the best constant answer per task (the summary's constant row)
+    summary:                         # optional: the report opens with "What we found", a plot and the
+      full_data: benchmarks/grids/full.yaml   # full-data table of this grid (its main_full / smollm2_full
+      plot: docs/img/summary_full.png         # cells), this grid's FewGLUE table (its main cells), the claims
+      readme: README.md              # optional: "What we found" and the plot also replace the README's text
+                                     # between <!-- resprompt report: start --> and <!-- ...: end --> (if any)
     notes: ["..."]                   # optional: facts about the data or protocol, printed in the report
     seeds: [1, 2, 3]                 # default seeds of every experiment (default [1])
     defaults:                        # flat settings as ``runconfig.split_settings`` takes them
@@ -76,7 +83,9 @@ from .cells import METHODS, Cell, canonical, configs  # noqa: F401 (re-exported 
 
 log = logging.getLogger(__name__)
 
-GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "latency", "notes", "defaults", "experiments", "seeds"}
+GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "latency", "reference_scores", "summary", "notes", "defaults",
+             "experiments", "seeds"}
+SUMMARY_KEYS = {"full_data", "plot", "readme"}
 EXPERIMENT_KEYS = {"name", "defaults", "axes", "seeds"}
 MAX_TRAIN_RECORDS = 500
 
@@ -92,6 +101,16 @@ class Grid:
     cells: list[Cell]
     latency: Path | None = None
     notes: tuple[str, ...] = ()
+    reference_scores: Path | None = None
+    summary: dict | None = None  # {"full_data": grid path or parsed grid, "plot": Path, "readme": Path | None}
+
+    def summary_grid(self) -> Grid:
+        """The grid whose cells fill the summary's full-data table: this grid when it names itself."""
+        src = self.summary["full_data"]
+        if not isinstance(src, dict) and Path(src).resolve() == Path(self.source).resolve():
+            return self
+        other = load_grid(src)
+        return self if (other.name, other.results_dir) == (self.name, self.results_dir) else other
 
 
 # ----------------------------------------------------------------------------- grid files
@@ -196,11 +215,23 @@ def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None
     notes = data.get("notes") or []
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise ConfigError(f"grid {source}: notes: expected a list of strings, got {notes!r:.80}")
+    summary = data.get("summary")
+    if summary is not None:
+        if not isinstance(summary, dict) or set(summary) - SUMMARY_KEYS or "full_data" not in summary:
+            raise ConfigError(f"grid {source}: summary: expected a mapping with 'full_data' (a grid file) and "
+                              f"optionally 'plot' and 'readme', got {summary!r:.80}")
+        plot = Path(summary.get("plot") or "summary_full.png")
+        if plots_dir or not summary.get("plot"):  # an overridden plots folder takes the summary plot too
+            plot = Path(plots_dir or data.get("plots_dir") or "docs/img") / plot.name
+        full = summary["full_data"]
+        summary = {"full_data": full if isinstance(full, dict) else Path(full), "plot": plot,
+                   "readme": Path(summary["readme"]) if summary.get("readme") else None}
     return Grid(name, source,
                 Path(results_dir or data.get("results_dir") or f"benchmarks/results/{name}"),
                 Path(report or data.get("report") or "docs/RESULTS.md"),
                 Path(plots_dir or data.get("plots_dir") or "docs/img"), names, cells,
-                Path(data["latency"]) if data.get("latency") else None, tuple(notes))
+                Path(data["latency"]) if data.get("latency") else None, tuple(notes),
+                Path(data["reference_scores"]) if data.get("reference_scores") else None, summary)
 
 
 # ----------------------------------------------------------------------------- one cell

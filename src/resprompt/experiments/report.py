@@ -6,11 +6,21 @@ cells not finished yet show as "—", so a partial grid renders. Scores are in p
 the last step. "1 ex." is the weight of one validation example, 100 / n (n = records, questions
 for MultiRC), the smallest difference that can be measured on that split.
 
+A grid with ``summary:`` (``small.yaml``, ``full.yaml``) opens its report with "What we found" (sentences
+generated from the tables below it), a bar plot of the full-data grid's ``main_full`` cells per task and
+method with the best constant marked, the full-data table (``main_full``, ``smollm2_full``), the readout
+table (in the full-data grid's own report), this grid's FewGLUE table (its ``main`` cells), then the claims,
+each naming the cells it rests on. The best constant is the score of always answering the single best label
+on the validation set, read from ``benchmarks/reference_scores.py``'s JSON (``reference_scores:``); a mean at
+or below it is marked ≤c. A full-data cell not run yet whose settings equal a finished cell's (main_full's CB
+residual = readout's CB residual with the ``auto`` readout) is read from that cell, as ``bench`` would copy it.
+
 Verdict rules (copied into the report). For two methods A and B compared
 on the same panels (a panel = every setting equal except the compared one and the seed):
 d = mean over panels of (mean_A - mean_B) over seeds; tau = mean over panels of
 max(pooled std, one-example size), pooled std = sqrt((s_A^2 + s_B^2) / 2), s = sample std over
-seeds (0 with one seed).
+seeds (0 with one seed). A panel of the same cells as another (identical settings in two experiments,
+one copied from the other) counts once.
 
 - gain (A better than B, optionally "by X points"): confirmed if d >= tau (and d >= X / 2 when the
   claim names X); not confirmed if d <= -tau, or if d >= tau but d < X / 2; within noise otherwise.
@@ -48,7 +58,10 @@ class Row:
         self.best = _pts(res.get("best"))
         self.last = _pts(res.get("final"))
         n = (res.get("final") or res.get("best") or {}).get("n") or res.get("eval_examples")
-        self.ex = 100.0 / n if n else None
+        self.n, self.ex = n, 100.0 / n if n else None
+        # the cell whose file this record came from (a main_full cell read from its identical readout cell names
+        # the readout cell) and the settings key that tells identical cells
+        self.source, self.key = rec.get("cell_id") or cell.id, rec.get("settings_key") or cell.id
         self.initial = _pts(res.get("initial"))
         # step 0 (the untrained prompt, --eval-at-start) is drawn but not averaged: the area stays
         # comparable between cells run with and without it
@@ -232,27 +245,32 @@ def _panels(rows, exps, vary, keep=lambda r: True):
 
 
 def _diff(pairs, attr="best"):
-    """(d, tau, number of panels) for a list of (rows A, rows B)."""
-    ds, taus = [], []
+    """(d, tau, number of panels, rows used) for a list of (rows A, rows B). A pair of the same cells as an
+    earlier pair (identical settings in two experiments, e.g. ``main`` and ``prompt_length`` at 10 tokens,
+    the second a copy of the first) is one panel, counted once."""
+    ds, taus, used, seen = [], [], [], set()
     for a, b in pairs:
         (ma, sa, _), (mb, sb, _) = _ms([getattr(r, attr) for r in a]), _ms([getattr(r, attr) for r in b])
-        if ma is None or mb is None:
+        same = (frozenset(r.key for r in a), frozenset(r.key for r in b))
+        if ma is None or mb is None or same in seen:
             continue
+        seen.add(same)
         ex = _ms([r.ex for r in a + b])[0] or 0.0
         ds.append(ma - mb)
         taus.append(max(math.sqrt((sa ** 2 + sb ** 2) / 2), ex))
-    return (statistics.fmean(ds), statistics.fmean(taus), len(ds)) if ds else None  # d, tau, panels
+        used += a + b
+    return (statistics.fmean(ds), statistics.fmean(taus), len(ds), used) if ds else None  # d, tau, panels, rows
 
 
 def _gain(res, magnitude=None):
     if res is None:
         return None
-    d, tau, k = res
+    d, tau, k, used = res
     if d >= tau:
         verdict = "confirmed" if magnitude is None or d >= magnitude / 2 else "not confirmed"
     else:
         verdict = "not confirmed" if d <= -tau else "within noise"
-    return f"d = {d:+.1f}, tau = {tau:.1f} ({k} panel(s))", verdict
+    return f"d = {d:+.1f}, tau = {tau:.1f} ({k} panel(s))", verdict, used
 
 
 def _compare(rows, exps, key, a, b, magnitude=None, keep=lambda r: True, attr="best"):
@@ -261,15 +279,19 @@ def _compare(rows, exps, key, a, b, magnitude=None, keep=lambda r: True, attr="b
 
 
 def _range(groups):
-    """Mean over panels of (max - min) of seed means, and mean tau = max(std, 1 ex.)."""
-    rs, taus = [], []
+    """Mean over panels of (max - min) of seed means, mean tau = max(std, 1 ex.), panels, rows used (a panel
+    of the same cells as an earlier one counted once, as in ``_diff``)."""
+    rs, taus, used, seen = [], [], [], set()
     for g in groups:
         stats = [(_ms([r.best for r in rs_])[:2], _ms([r.ex for r in rs_])[0] or 0) for rs_ in g.values()]
-        if len(stats) >= 2:
+        same = frozenset(r.key for rs_ in g.values() for r in rs_)
+        if len(stats) >= 2 and same not in seen:
+            seen.add(same)
             means = [m for (m, _), _ in stats]
             rs.append(max(means) - min(means))
             taus.append(statistics.fmean(max(s, e) for (_, s), e in stats))
-    return (statistics.fmean(rs), statistics.fmean(taus), len(rs)) if rs else None
+            used += [r for rs_ in g.values() for r in rs_]
+    return (statistics.fmean(rs), statistics.fmean(taus), len(rs), used) if rs else None
 
 
 def _sub(rows, exp, vary, method, keep=lambda r: True):
@@ -282,30 +304,31 @@ def claim_lr(rows):
         _range(_sub(rows, "lr_robustness", ("lr",), "none", keep))
     if res is None:
         return None
-    r, tau, k = res
+    r, tau, k, used = res
     verdict = "confirmed" if r <= 2 else "within noise" if r <= 2 + tau else "not confirmed"
     extra = f"; prompt tuning R = {pt[0]:.1f}" if pt else ""
-    return f"residual R = {r:.1f}, tau = {tau:.1f} ({k} panel(s)){extra}", verdict
+    return f"residual R = {r:.1f}, tau = {tau:.1f} ({k} panel(s)){extra}", verdict, used + (pt[3] if pt else [])
 
 
 def claim_init(rows):
     res, pt = _range(_sub(rows, "init", ("init",), "residual")), _range(_sub(rows, "init", ("init",), "none"))
     if res is None:
         return None
-    s, tau, k = res
+    s, tau, k, used = res
     ok = pt is None or s <= pt[0]
     verdict = "confirmed" if s <= tau and ok else "not confirmed" if s > tau and (pt is None or s >= pt[0]) \
         else "within noise"
     return f"residual S = {s:.1f}, tau = {tau:.1f}" + (f"; prompt tuning S = {pt[0]:.1f}" if pt else "") + \
-        f" ({k} panel(s))", verdict
+        f" ({k} panel(s))", verdict, used + (pt[3] if pt else [])
 
 
 def claim_bottleneck(rows):
     res = _range(_sub(rows, "bottleneck", ("bottleneck",), "residual", lambda r: r.get("bottleneck") >= 50))
     if res is None:
         return None
-    r, tau, k = res
-    return f"R(bottleneck >= 50) = {r:.1f}, tau = {tau:.1f} ({k} panel(s))", "confirmed" if r <= tau else "not confirmed"
+    r, tau, k, used = res
+    return f"R(bottleneck >= 50) = {r:.1f}, tau = {tau:.1f} ({k} panel(s))", \
+        "confirmed" if r <= tau else "not confirmed", used
 
 
 def claim_shorter(rows):
@@ -315,9 +338,9 @@ def claim_shorter(rows):
     res = _diff(pairs)
     if res is None:
         return None
-    d, tau, k = res
+    d, tau, k, used = res
     return f"residual@L - none@10L: d = {d:+.1f}, tau = {tau:.1f} ({k} pair(s))", \
-        "confirmed" if d >= -tau else "not confirmed"
+        "confirmed" if d >= -tau else "not confirmed", used
 
 
 def claim_convergence(rows):
@@ -328,11 +351,15 @@ def claim_convergence(rows):
     verdicts = [r[1] for _, r in parts]
     verdict = "not confirmed" if "not confirmed" in verdicts else "confirmed" if set(verdicts) == {"confirmed"} \
         else "within noise"
-    return "; ".join(f"vs {b}: {r[0]}" for b, r in parts) + " (mean validation score over the run)", verdict
+    return "; ".join(f"vs {b}: {r[0]}" for b, r in parts) + " (mean validation score over the run)", verdict, \
+        [x for _, r in parts for x in r[2]]
 
 
 def _at_length(n):
     return lambda r: r.get("num_tokens") == n
+
+
+FULL_TRAIN_EXPS = ("full_train", "main_full", "smollm2_full")  # cells trained on full SuperGLUE training sets
 
 
 # (claim number, claim, our cells, rule, verdict function); a number may appear twice when a claim is
@@ -343,9 +370,10 @@ CLAIMS = [
      lambda rows: _compare(rows, ("main", "prompt_length"), "method", "residual", "none", 7, keep=_at_length(100))),
     (2, "about +3 points at prompt length 10", "main, prompt_length at 10 tokens: residual vs none", "gain by 3",
      lambda rows: _compare(rows, ("main", "prompt_length"), "method", "residual", "none", 3, keep=_at_length(10))),
-    (2, "about +3 points at prompt length 10", "full_train (full SuperGLUE training set) at 10 tokens: residual vs none",
+    (2, "about +3 points at prompt length 10",
+     "full_train and main_full / smollm2_full (full SuperGLUE training sets) at 10 tokens: residual vs none",
      "gain by 3",
-     lambda rows: _compare(rows, ("full_train",), "method", "residual", "none", 3, keep=_at_length(10))),
+     lambda rows: _compare(rows, FULL_TRAIN_EXPS, "method", "residual", "none", 3, keep=_at_length(10))),
     (3, "10x shorter prompts at equal quality", "prompt_length: residual at L vs none at 10 L", "no loss",
      claim_shorter),
     (4, "under 2 points of variation across lr 0.01-10", "lr_robustness: residual, lr in [0.01, 10]", "range 2",
@@ -361,28 +389,482 @@ CLAIMS = [
 ]
 
 
-def claims_section(rows) -> list[str]:
-    """One line per (claim, backbone) that has the cells the claim's rule needs."""
-    out = ["## Claims of the paper", "",
-           "Verdicts are computed from the finished cells by the rules at the end of this section, one line",
-           "per backbone and kind of cells; the paper's numbers come from T5/BERT on full SuperGLUE, ours",
-           "from the grid's models and data.", "",
-           "| # | claim (paper) | backbone | our cells | rule | measured (points) | verdict |",
-           "|---|---|---|---|---|---|---|"]
+def compact_ids(ids) -> list[str]:
+    """Cell ids folded into brace patterns that name exactly the same cells, in first-seen order:
+    ``main__task=CB__method=none__seed=1`` .. ``seed=3`` and the same for ``residual`` become
+    ``main__task=CB__method={none,residual}__seed={1,2,3}``. Ids differing in one part merge, part by part,
+    until nothing merges, so every pattern is a full product of its values (numbers listed in increasing order)."""
+    groups = defaultdict(list)  # (experiment, axis names) -> value tuples
+    for cid in dict.fromkeys(ids):
+        exp, *parts = cid.split("__")
+        kv = [p.partition("=") for p in parts]
+        groups[(exp, tuple(k for k, _, _ in kv))].append(tuple((v,) for _, _, v in kv))
+    out = []
+    for (exp, names), pats in groups.items():
+        order = {v: i for i, v in enumerate(dict.fromkeys(v for p in pats for vs in p for v in vs))}
+        changed = True
+        while changed:
+            changed = False
+            for i in reversed(range(len(names))):
+                merged = {}
+                for p in pats:
+                    rest = p[:i] + p[i + 1:]
+                    merged[rest] = merged.get(rest, ()) + tuple(v for v in p[i] if v not in merged.get(rest, ()))
+                if len(merged) < len(pats):
+                    changed = True
+                pats = [rest[:i] + (tuple(sorted(vs, key=order.get)),) + rest[i:] for rest, vs in merged.items()]
+        for p in pats:
+            out.append("__".join([exp] + [f"{k}={vs[0]}" if len(vs) == 1 else f"{k}={{{','.join(_ordered(vs))}}}"
+                                          for k, vs in zip(names, p)]))
+    return out
+
+
+def _ordered(values):
+    """Numbers in increasing order, anything else as first seen."""
+    try:
+        return sorted(values, key=float)
+    except ValueError:
+        return list(values)
+
+
+def _rests_on(rows) -> str:
+    """"N cells: `pattern`, `pattern`" for the rows a verdict used (each cell once, named by the file it was
+    read from; sorted, so values inside braces come alphabetically, numbers in increasing order)."""
+    ids = sorted({r.source for r in rows})
+    return DASH if not ids else f"{len(ids)} cell{'s' * (len(ids) != 1)}: " + \
+        ", ".join(f"`{p}`" for p in compact_ids(ids))
+
+
+def claim_rows(rows) -> list[tuple]:
+    """(claim number, claim, backbone, our cells, rule, measured, verdict, rows used) per line of the table."""
     models = sorted({str(r.get("model")) for r in rows})
-    seen = set()
+    seen, out = set(), []
     for i, claim, ours, rule, fn in CLAIMS:
         got = [(m, fn([r for r in rows if str(r.get("model")) == m])) for m in models]
         got = [(Path(m).name, g) for m, g in got if g]
         if not got and i in seen:
             continue  # a claim's second kind of cells gets a row only once measured
         seen.add(i)
-        got = got or [(DASH, None)]
-        for model, g in got:
-            out.append(f"| {i} | {claim} | {model} | {ours} | {rule} | {g[0] if g else DASH} | "
-                       f"**{g[1] if g else 'not measured yet'}** |")
+        for model, g in got or [(DASH, None)]:
+            out.append((i, claim, model, ours, rule, g[0] if g else DASH, g[1] if g else "not measured yet",
+                        g[2] if g else []))
+    return out
+
+
+def claims_section(rows, lines=None) -> list[str]:
+    """One line per (claim, backbone) that has the cells the claim's rule needs, with the cells it rests on."""
+    out = ["## Claims of the paper", "",
+           "Verdicts are computed from the finished cells by the rules at the end of this section, one line",
+           "per backbone and kind of cells; the paper's numbers come from T5/BERT on full SuperGLUE, ours",
+           "from the grid's models and data. \"rests on\" names every cell a verdict used, as cell-id patterns",
+           "(`{a,b}` = either value); a cell with the same settings as another counts once.", "",
+           "| # | claim (paper) | backbone | our cells | rule | measured (points) | rests on | verdict |",
+           "|---|---|---|---|---|---|---|---|"]
+    for i, claim, model, ours, rule, measured, verdict, used in lines or claim_rows(rows):
+        out.append(f"| {i} | {claim} | {model} | {ours} | {rule} | {measured} | {_rests_on(used)} | **{verdict}** |")
     rules = __doc__[__doc__.index("Verdict rules"):].replace(" (copied into the report)", "").strip()
     return out + ["", *rules.splitlines(), ""]
+
+
+# ----------------------------------------------------------------------------- summary (the report's top)
+FULL_EXPS = ("main_full", "smollm2_full")  # the full-data table: tasks x methods on full training sets
+FEWGLUE_EXPS = ("main",)                   # the FewGLUE table
+READOUT_EXP = "readout"                    # residual vs the head-only probe, readout auto vs native
+PLOT_METHODS = ("none", "residual", "mlp", "head_only", "peft_prompt_tuning")
+# settings that differ between a grid's cells by design (budgets, evaluation subsets), not between variants
+_NOT_VARIANTS = {"seed", "task", "model", "method", "max_steps", "eval_every", "epochs", "max_eval_examples",
+                 "max_length", "progress"}
+
+
+def reference_scores(path) -> dict:
+    """task -> (best constant score in points, validation n), read from the JSON that
+    ``python benchmarks/reference_scores.py --json PATH`` writes; {} when there is none."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {t: (float(v["majority"]), int(v["n"])) for t, v in data.items()}
+    except (TypeError, ValueError, KeyError, OSError, AttributeError):
+        return {}
+
+
+def _constant(ref, task, rows):
+    """The task's best constant, or None when unknown or measured on another validation set (other n)."""
+    if task not in ref:
+        return None
+    score, n = ref[task]
+    return score if all(r.n is None or round(r.n) == n for r in rows) else None
+
+
+def _variants(cells) -> dict:
+    """cell id -> "k=v, ..." of the settings that tell apart cells of one experiment, model, method and task
+    (smollm2_full's second residual: "branch_scale=embedding, lr_network=0.03"); "" for most cells."""
+    groups = defaultdict(list)
+    for c in cells:
+        groups[(c.experiment, str(c.settings.get("model")), c.settings.get("method"), c.settings.get("task"))].append(c)
+    out = {}
+    for g in groups.values():
+        keys = set().union(*(c.settings for c in g)) - _NOT_VARIANTS
+        vary = sorted(k for k in keys if len({json.dumps(c.settings.get(k), default=str) for c in g}) > 1)
+        for c in g:
+            out[c.id] = ", ".join(f"{k}={_v(c.settings[k])}" for k in vary if k in c.settings)
+    return out
+
+
+def _resolve(cells, rows, pool) -> dict:
+    """Rows of ``cells``; a cell not finished is read from a finished cell of ``pool`` with the same settings
+    key, which ``bench`` would copy into it without training (main_full's CB residual = readout's, auto)."""
+    by_key = {}
+    for r in pool.values():
+        by_key.setdefault(r.key, r)
+    out = {}
+    for c in cells:
+        if c.id in rows:
+            out[c.id] = rows[c.id]
+        elif by_key and by_key.get(c.key) is not None:
+            out[c.id] = Row(c, by_key[c.key].rec)
+    return out
+
+
+def score_table(cells, rows, ref) -> tuple[list[str], dict]:
+    """The summary's (model, method) x task table of the best validation score: mean ± std (seeds done /
+    planned), a best-constant row and a one-example row; a mean at or below its task's constant is marked ≤c.
+    Returns the Markdown lines and what the "What we found" text reads from them."""
+    tasks = list(dict.fromkeys(c.settings.get("task") for c in cells))
+    variants = _variants(cells)
+    groups = defaultdict(lambda: defaultdict(list))
+    for c in cells:
+        label = c.settings.get("method", "residual") + (f" ({variants[c.id]})" if variants[c.id] else "")
+        groups[(Path(str(c.settings.get("model"))).name, label)][c.settings.get("task")].append(c)
+    of_task = {t: [rows[c.id] for c in cells if c.settings.get("task") == t and c.id in rows] for t in tasks}
+    const = {t: _constant(ref, t, of_task[t]) for t in tasks}
+    ex = {t: _ms([r.ex for r in of_task[t]])[0] or (100 / ref[t][1] if t in ref else None) for t in tasks}
+    entries, lines = {}, ["| model | method | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    for (model, label), per_task in groups.items():
+        cols = []
+        for t in tasks:
+            cs = per_task.get(t, [])
+            got = [rows[c.id] for c in cs if c.id in rows and rows[c.id].best is not None]
+            m, sd, k = _ms([r.best for r in got])
+            low = m is not None and const[t] is not None and round(m, 1) <= const[t]
+            if cs:
+                entries[(model, label, t)] = {"mean": m, "std": sd, "k": k, "planned": len(cs), "low": low}
+            cols.append("" if not cs else f"{DASH} (0/{len(cs)})" if m is None else
+                        f"{_fmt([r.best for r in got])}{' ≤c' if low else ''} ({k}/{len(cs)})")
+        lines.append(f"| {model} | {label} | " + " | ".join(cols) + " |")
+    lines += ["| | **best constant** | " + " | ".join(DASH if const[t] is None else f"**{const[t]:.1f}**"
+                                                   for t in tasks) + " |",
+              "| | 1 ex. | " + " | ".join(DASH if ex[t] is None else f"{ex[t]:.2f}" for t in tasks) + " |"]
+    done = [c for c in cells if c.id in rows]
+    return lines, {"tasks": tasks, "const": const, "ex": ex, "entries": entries, "done": len(done),
+                   "total": len(cells), "copied": sum(rows[c.id].source != c.id for c in done),
+                   "rows": [rows[c.id] for c in done]}
+
+
+def readout_table(cells, rows) -> tuple[list[str], dict]:
+    """Residual vs the head-only probe of the same readout, per task and pooling: the difference of the means
+    against one example's worth of points (100 / validation n)."""
+    panels = defaultdict(lambda: defaultdict(list))
+    for c in cells:
+        panels[(c.settings.get("task"), c.settings.get("pooling", "native"))][c.settings.get("method")].append(c)
+    lines = ["| task | pooling | residual | head-only probe | residual − probe | 1 ex. | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    measured, used = [], []
+    for (task, pooling), by in panels.items():
+        res, ho = ([rows[c.id] for c in by.get(m, []) if c.id in rows] for m in ("residual", "head_only"))
+        (mr, _, kr), (mh, _, kh) = _ms([r.best for r in res]), _ms([r.best for r in ho])
+        ex = _ms([r.ex for r in res + ho])[0]
+        count = f" ({kr}/{len(by.get('residual', []))})", f" ({kh}/{len(by.get('head_only', []))})"
+        if mr is None or mh is None or ex is None:
+            d, verdict = DASH, "not measured yet"
+        else:
+            d = mr - mh
+            verdict = "residual ahead by more than 1 ex." if d > ex else \
+                "probe ahead by more than 1 ex." if d < -ex else "within 1 ex."
+            measured.append((task, pooling, mr, mh, d, ex))
+            used += res + ho
+            d = f"{d:+.1f}"
+        lines.append(f"| {task} | {pooling} | {_fmt([r.best for r in res])}{count[0]} | "
+                     f"{_fmt([r.best for r in ho])}{count[1]} | {d} | {DASH if ex is None else f'{ex:.2f}'} | "
+                     f"{verdict} |")
+    pool = defaultdict(dict)  # (task, method) -> pooling -> mean
+    for (task, pooling), by in panels.items():
+        for m, cs in by.items():
+            mean = _ms([rows[c.id].best for c in cs if c.id in rows])[0]
+            if mean is not None:
+                pool[(task, m)][pooling] = mean
+    effects = [f"{m} {t} {p['auto'] - p['native']:+.1f}" for (t, m), p in pool.items() if {"auto", "native"} <= set(p)]
+    return lines, {"measured": measured, "used": used, "effects": effects,
+                   "done": sum(c.id in rows for c in cells), "total": len(cells)}
+
+
+def _readout_verdict(info) -> str:
+    """The plain answer to "does the residual prompt beat the probe of its own readout by more than one
+    example's worth of points?", from the measured panels."""
+    got = info["measured"]
+    if not got:
+        return f"Not measured yet ({info['done']} of {info['total']} cells finished)."
+    wins = [g for g in got if g[4] > g[5]]
+    each = "; ".join(f"{t} {p}: {mr:.1f} vs {mh:.1f}, {d:+.1f} with 1 ex. = {e:.1f}" for t, p, mr, mh, d, e in got)
+    if not wins:
+        return (f"**No.** The residual prompt does not beat the probe of its own readout by more than one example's "
+                f"worth of points in any of the {len(got)} measured panel(s) ({each}).")
+    return (f"**In {len(wins)} of {len(got)} measured panel(s)** the residual prompt beats the probe of its own "
+            f"readout by more than one example's worth of points ({each}).")
+
+
+def summary_plot(path, cells, rows, ref, title) -> Path | None:
+    """One group of bars per task, one bar per method (mean ± std of the best score over seeds, the seed
+    count above it), the task's best constant as a dashed line across its group; "not run yet" where a task
+    has no finished cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    tasks = list(dict.fromkeys(c.settings.get("task") for c in cells))
+    methods = [m for m in PLOT_METHODS if any(c.settings.get("method") == m for c in cells)]
+    if not tasks or not methods:
+        return None
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(1.5 * len(tasks) + 2.5, 3.8))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    tops, handles = [], []
+    for j, m in enumerate(methods):
+        xs, ys, es, ks = [], [], [], []
+        for i, t in enumerate(tasks):
+            got = [rows[c.id].best for c in cells if c.id in rows and c.settings.get("task") == t
+                   and c.settings.get("method") == m and rows[c.id].best is not None]
+            mean, sd, k = _ms(got)
+            if mean is not None:
+                xs.append(i - 0.4 + width * (j + 0.5)), ys.append(mean), es.append(sd), ks.append(k)
+        ax.bar(xs, ys, width, yerr=es, capsize=2, color=colours[j % len(colours)])
+        handles.append(Patch(color=colours[j % len(colours)], label=m + ("" if xs else " (not run yet)")))
+        for x, y, e, k in zip(xs, ys, es, ks):
+            ax.text(x, y + e + 0.5, str(k), ha="center", va="bottom", fontsize=6)
+            tops.append(y + e)
+    for i, t in enumerate(tasks):
+        of_task = [rows[c.id] for c in cells if c.id in rows and c.settings.get("task") == t]
+        c = _constant(ref, t, of_task)
+        if c is not None:
+            ax.hlines(c, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1.2)
+            tops.append(c)
+        if not of_task:
+            ax.text(i, (c or 0) + 2, "not run yet", ha="center", va="bottom", fontsize=7, color="gray")
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_xlim(-0.6, len(tasks) - 0.4)
+    ax.set_ylim(0, max(tops + [50]) * 1.15)
+    ax.set_ylabel("best validation score (points)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    if tops and any(_constant(ref, t, []) is not None for t in tasks):
+        handles.append(Line2D([], [], color="black", linestyle="--", label="best constant"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _model_name(info):
+    return sorted({model for model, _, _ in info["entries"]})
+
+
+def _found_scores(info, models) -> list[str]:
+    """Per model and task with results: methods by mean, the constant and how many means are at or below it."""
+    parts = []
+    for model in models:
+        per_task = []
+        for t in info["tasks"]:
+            got = sorted(((e["mean"], label, e) for (mo, label, tt), e in info["entries"].items()
+                          if mo == model and tt == t and e["mean"] is not None), key=lambda x: -x[0])
+            if got:
+                const = info["const"][t]
+                per_task.append(f"{t}" + (f" (best constant {const:.1f})" if const is not None else "") + " " + ", ".join(
+                    f"{label} {m:.1f}" + (f" ± {e['std']:.1f}" if e["k"] > 1 else "")
+                    + f"{' ≤c' if e['low'] else ''} ({e['k']} seed{'s' * (e['k'] != 1)})" for m, label, e in got))
+        if per_task:
+            parts.append(f"{model}: " + "; ".join(per_task))
+    return parts
+
+
+def _copied(info) -> str:
+    """"3 of them read from `readout` cells with the same settings" (the grid copies those instead of training)."""
+    exps = sorted({r.source.split("__")[0] for r in info["rows"] if r.source != r.cell.id})
+    who = "all" if info["copied"] == info["done"] else f"{info['copied']} of them"
+    return f"{who} read from {', '.join(f'`{e}`' for e in exps)} cells with the same settings"
+
+
+def _found(full, full_name, readout, few, few_name, claims) -> list[str]:
+    """The "What we found" bullets, every number read from the tables below."""
+    out = []
+    if full and full["total"]:
+        head = (f"**Full SuperGLUE training sets** (grid `{full_name}`; the full-data table rests on {full['done']} of "
+                f"{full['total']} cells" + (f", {_copied(full)}" if full["copied"] else "") + ")")
+        means = [e for e in full["entries"].values() if e["mean"] is not None]
+        if not means:
+            out.append(head + ": no cell has finished yet.")
+        else:
+            low = [f"{mo} {t} {label}" for (mo, label, t), e in full["entries"].items() if e["low"]]
+            empty = [f"{mo} {t}" for mo in _model_name(full) for t in full["tasks"]
+                     if any(k[0] == mo and k[2] == t for k in full["entries"])
+                     and all(e["mean"] is None for k, e in full["entries"].items() if k[0] == mo and k[2] == t)]
+            out.append(head + ": " + "; ".join(_found_scores(full, _model_name(full))) + ". "
+                       + (f"{len(low)} of {len(means)} means are at or below the best constant ({', '.join(low)})."
+                          if low else f"None of the {len(means)} means is at or below the best constant.")
+                       + (f" Not run yet: {full['total'] - full['done']} cells" + (
+                           f" (nothing yet on {', '.join(empty)})" if empty else "") + "." if full["done"] < full["total"]
+                          else ""))
+    if readout and readout["total"]:
+        out.append(f"**Readout** (experiment `{READOUT_EXP}`, {readout['done']} of {readout['total']} cells): does the "
+                   "residual prompt beat the head-only probe of the same frozen features? " + _readout_verdict(readout)
+                   + (f" Mean readout (`auto`) minus the architecture's own (`native`): {', '.join(readout['effects'])}."
+                      if readout["effects"] else ""))
+    if few and few["done"]:
+        counts = defaultdict(int)
+        for (mo, _, _), e in few["entries"].items():
+            counts[mo] += e["mean"] is not None
+        model = max(counts, key=counts.get)
+        mine = {(label, t): e for (mo, label, t), e in few["entries"].items() if mo == model}
+        tasks = [t for t in few["tasks"] if any(tt == t for _, tt in mine)]
+        labels = list(dict.fromkeys(label for label, _ in mine))
+        avgs = {lb: statistics.fmean(mine[(lb, t)]["mean"] for t in tasks) for lb in labels
+                if all((lb, t) in mine and mine[(lb, t)]["mean"] is not None for t in tasks)}
+        means = [e for e in mine.values() if e["mean"] is not None]
+        low = [e for e in means if e["low"]]
+        all_low = [t for t in tasks if all(mine[(lb, t)]["low"] for lb in labels if (lb, t) in mine
+                                           and mine[(lb, t)]["mean"] is not None)]
+        text = (f"**FewGLUE, 32 training examples per task** (grid `{few_name}`, experiment `main`, {few['done']} of "
+                f"{few['total']} cells): ")
+        if len(avgs) >= 2:
+            lo, hi = min(avgs, key=avgs.get), max(avgs, key=avgs.get)
+            text += (f"on {model} the {len(avgs)} methods average {avgs[lo]:.1f} ({lo}) to {avgs[hi]:.1f} ({hi}) over "
+                     f"its {len(tasks)} tasks, a spread of {avgs[hi] - avgs[lo]:.1f} points; ")
+        text += f"{len(low)} of its {len(means)} task × method means are at or below the best constant"
+        text += f", every one on {', '.join(all_low)}." if all_low else "."
+        out.append(text)
+    if claims:
+        by = defaultdict(list)
+        seen = set()
+        for i, _, model, ours, _, _, verdict, _ in claims:
+            again = "full data" if "full SuperGLUE training" in ours else ours.split()[0]
+            tag = f"#{i}" + ("" if model == DASH else f" {model}") + (f" ({again})" if (i, model) in seen else "")
+            seen.add((i, model))
+            by[verdict].append(tag)
+        out.append(f"**Claims of the paper** ({len(claims)} verdict rows, one per claim and backbone; the claims "
+                   "table names the cells each rests on): " + "; ".join(
+                       f"{len(by[v])} {v} ({', '.join(by[v])})" for v in ("confirmed", "within noise", "not confirmed",
+                                                                          "not measured yet") if by[v]) + ".")
+    return out
+
+
+def _load_other(grid, rows):
+    """(grid, rows) of the summary's full-data grid: this grid itself when it names itself."""
+    other = grid.summary_grid()
+    if other is grid:
+        return grid, rows
+    done, _ = load(other)
+    return other, {c.id: Row(c, done[c.id]) for c in other.cells if c.id in done}
+
+
+def summary_sections(grid, rows) -> tuple[list[str], list, dict]:
+    """The report's top for a grid with ``summary:``: What we found, the summary plot, the full-data table,
+    the readout table (when the full-data grid is this grid), the FewGLUE table; the claim rows, judged on
+    this grid's cells plus the full-data grid's; and {"found": bullets, "plot": path} for the README block."""
+    full_grid, full_rows = _load_other(grid, rows)
+    same = full_grid is grid
+    ref = reference_scores(grid.reference_scores)
+    full_ref = reference_scores(full_grid.reference_scores) or ref
+    full_cells = [c for c in full_grid.cells if c.experiment in FULL_EXPS]
+    resolved = _resolve(full_cells, full_rows, full_rows)
+    full_lines, full = score_table(full_cells, resolved, full_ref) if full_cells else ([], None)
+    readout_cells = [c for c in full_grid.cells if c.experiment == READOUT_EXP]
+    ro_lines, readout = readout_table(readout_cells, full_rows) if readout_cells else ([], None)
+    few_cells = [c for c in grid.cells if c.experiment in FEWGLUE_EXPS]
+    few_lines, few = score_table(few_cells, rows, ref) if few_cells else ([], None)
+    # the claims: this grid's cells, the full-data grid's, and full-data cells read from identical finished ones
+    pool = {id(r): r for r in [*rows.values(), *([] if same else full_rows.values()), *resolved.values()]}
+    claims = claim_rows(list(pool.values()))
+
+    found = _found(full, full_grid.name, readout, few, grid.name, claims)
+    out, path = ["## What we found", "", *(f"- {b}" for b in found), ""], None
+    plot_cells = [c for c in full_cells if c.experiment == FULL_EXPS[0]]
+    if plot_cells:
+        models = sorted({Path(str(c.settings.get("model"))).name for c in plot_cells})
+        k = sum(c.id in resolved for c in plot_cells)
+        try:
+            path = summary_plot(grid.summary["plot"], plot_cells, resolved, full_ref,
+                                f"{', '.join(models)}, full SuperGLUE training sets ({FULL_EXPS[0]}: {k} of "
+                                f"{len(plot_cells)} cells)")
+        except ImportError:
+            path, out = None, out + ["(matplotlib is not installed: no plot)", ""]
+        if path is not None:
+            out += [f"![score per task and method, full training sets]"
+                    f"({Path(os.path.relpath(path, grid.report.parent)).as_posix()})", "",
+                    f"Best validation score per task on the full training sets ({', '.join(models)}, experiment "
+                    f"`{FULL_EXPS[0]}`), mean ± std over seeds (the number above a bar = seeds finished); dashed "
+                    "line: the best constant answer.", ""]
+    legend = ("Best validation score, mean ± std over seeds (seeds finished / planned); **≤c** = at or below the "
+              "best constant, the score of always answering the single best label on the validation set "
+              "(`python benchmarks/reference_scores.py`); 1 ex. = 100 / n, one validation example; "
+              f"{DASH} = not run yet; an empty field is not in the grid.")
+    if full_cells:
+        link = "" if same else (f" Per-experiment tables: [{full_grid.report.name}]"
+                                f"({Path(os.path.relpath(full_grid.report, grid.report.parent)).as_posix()}).")
+        out += [f"## Full SuperGLUE training sets (grid `{full_grid.name}`)", "",
+                legend + f" Rests on {full['done']} of {full['total']} cells"
+                + (f" ({_copied(full)}, which the grid copies instead of training them)" if full["copied"] else "")
+                + f"; {full['total'] - full['done']} not run yet." + link, "", *full_lines, ""]
+    if readout_cells and same:
+        out += [f"## Readout: the residual prompt against the probe of its own readout (experiment `{READOUT_EXP}`)",
+                "", "Head-only = the frozen backbone's features through the same readout, a linear head trained "
+                "alone (the probe). Verdict per row: the difference of the means against one example's worth of "
+                f"points. Rests on {readout['done']} of {readout['total']} cells; "
+                f"{readout['total'] - readout['done']} not run yet.", "", *ro_lines, "",
+                _readout_verdict(readout) + (f" Rests on {_rests_on(readout['used'])}." if readout["used"] else ""),
+                ""]
+        if readout["effects"]:
+            out += ["Mean readout (`auto`) minus the architecture's own (`native`), per method and task: "
+                    + ", ".join(readout["effects"]) + ".", ""]
+    if few_cells:
+        out += [f"## FewGLUE, 32 training examples per task (grid `{grid.name}`, experiment `main`)", "",
+                legend + f" Rests on {few['done']} of {few['total']} cells"
+                + (f"; {few['total'] - few['done']} not run yet." if few["done"] < few["total"] else "."),
+                "", *few_lines, ""]
+    return out, claims, {"found": found, "plot": path}
+
+
+README_START, README_END = "<!-- resprompt report: start -->", "<!-- resprompt report: end -->"
+
+
+def sync_readme(readme, grid, found, plot) -> bool:
+    """Replaces the text between ``README_START`` and ``README_END`` in ``readme`` with the report's "What we
+    found" bullets, its summary plot and a link to the report, so the README's numbers are the build's.
+    A README without both markers is left alone; returns whether the file changed."""
+    path = Path(readme)
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    i, j = text.find(README_START), text.find(README_END)
+    if i < 0 or j < i:
+        return False
+    rel = lambda p: Path(os.path.relpath(p, path.parent)).as_posix()  # noqa: E731
+    block = [README_START, f"<!-- written by `resprompt bench {grid.source} --report-only`; edit "
+             "src/resprompt/experiments/report.py, not this block -->", "", *(f"- {b}" for b in found), ""]
+    if plot is not None:
+        block += [f"![score per task and method, full training sets]({rel(plot)})", ""]
+    block += [f"Tables, the claims with the cells each verdict rests on, and the rules: [{grid.report.name}]"
+              f"({rel(grid.report)}).", ""]
+    new = text[:i] + "\n".join(block) + text[j:]
+    if new == text:
+        return False
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(new)
+    os.replace(tmp, path)
+    return True
 
 
 # ----------------------------------------------------------------------------- plots
@@ -452,6 +934,25 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def _parts(cells, rows) -> str:
+    """Cells done and measured wall time per value of each cell's first axis (the parts a grid is run by:
+    ``--only readout__task=CB``); blank when the experiment has one part."""
+    parts = defaultdict(list)
+    for c in cells:
+        first = next(iter(c.axes.values()), None)
+        parts[DASH if first is None else _v(first)].append(c)
+    if len(parts) < 2:
+        return ""
+    out = []
+    for part, cs in parts.items():
+        mine = [rows[c.id] for c in cs if c.id in rows]
+        timed = [r.rec.get("cell_wall_s") or 0 for r in mine if not r.rec.get("reused_from")]
+        timed = [w for w in timed if w > 0]
+        out.append(f"{part} {len(mine)}/{len(cs)}"
+                   + (f", {_hms(sum(timed))} ({statistics.fmean(timed) / 60:.1f} min)" if timed else ""))
+    return "; ".join(out)
+
+
 def build_report(grid) -> Path:
     """Writes ``grid.report`` (and plots under ``grid.plots_dir``); returns the report's path."""
     done, failed = load(grid)
@@ -466,14 +967,19 @@ def build_report(grid) -> Path:
              f"alone: `resprompt bench {grid.source} --report-only`.", "",
              "Scores in points (0-100), mean ± std over seeds; best = best validation score during the run (the "
              "kept prompt), last = after the last step; 1 ex. = 100 / n, the weight of one validation example. "
-             f"{DASH} = not run yet.", "",
-             "| experiment | cells done | failed | measured wall time (sum of cells) |", "|---|---|---|---|"]
+             f"{DASH} = not run yet.", ""]
+    claims = None
+    if grid.summary:
+        top, claims, extra = summary_sections(grid, rows)
+        lines += top + claims_section(None, claims) + ["## The grid", ""]
+    lines += ["| experiment | cells done | failed | measured wall time (sum of cells) | per part: cells done, "
+              "measured time (per cell) |", "|---|---|---|---|---|"]
     for e, cells in by_exp.items():
         mine = [rows[c.id] for c in cells if c.id in rows]
         wall = sum(r.rec.get("cell_wall_s") or 0 for r in mine if not r.rec.get("reused_from"))
         reused = sum(1 for r in mine if r.rec.get("reused_from"))
         lines.append(f"| {e} | {len(mine)}/{len(cells)} | {sum(c.id in failed for c in cells)} | {_hms(wall)}"
-                     + (f" ({reused} reused from identical cells)" if reused else "") + " |")
+                     + (f" ({reused} reused from identical cells)" if reused else "") + f" | {_parts(cells, rows)} |")
     hw = sorted({json.dumps(r.rec.get("hardware", {}), sort_keys=True) for r in rows.values()})
     vs = sorted({json.dumps(r.rec.get("versions", {}), sort_keys=True) for r in rows.values()})
     lines += ["", "Hardware: " + ("; ".join(
@@ -482,7 +988,8 @@ def build_report(grid) -> Path:
         "Versions: " + ("; ".join(", ".join(f"{k} {v}" for k, v in json.loads(x).items()) for x in vs) or DASH), ""]
     if grid.notes:
         lines += ["## Notes on this grid", "", *(f"- {n}" for n in grid.notes), ""]
-    lines += claims_section(list(rows.values()))
+    if claims is None:
+        lines += claims_section(list(rows.values()))
     for e, cells in by_exp.items():
         lines += [f"## Experiment `{e}`", ""]
         if len({tuple(c.axes) for c in cells}) > 1:
@@ -515,4 +1022,6 @@ def build_report(grid) -> Path:
     tmp = report.with_name(f".{report.name}.tmp-{os.getpid()}")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, report)
+    if grid.summary and grid.summary.get("readme"):
+        sync_readme(grid.summary["readme"], grid, extra["found"], extra["plot"])
     return report

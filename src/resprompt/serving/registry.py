@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 from ..formats import read_prompt
 from .classify import ClassificationHandler
-from .generate import GenerationHandler
 from .config import RegistryOptions
+from .generate import GenerationHandler
 from .prompts import (
     LoadedPrompt,
     PromptSkipped,
