@@ -192,10 +192,14 @@ def test_refused_folders_are_skipped_with_their_reason(prompts, tiny_model_dirs,
     root, _ = prompts
     folder = tmp_path / "prompts"
     shutil.copytree(root / "cb", folder / "cb")
-    shutil.copytree(root / "cb", folder / "gen")  # a generation prompt (the other kind)
+    shutil.copytree(root / "cb", folder / "gen")  # a generation prompt on an encoder: not servable
     meta = json.loads((folder / "gen" / META_FILE).read_text())
-    meta["task"] = {"name": "story", "kind": "generation"}
+    meta["task"] = {"name": "story", "kind": "generation", "custom": True, "text_fields": ["text"],
+                    "target_field": "ending"}
     (folder / "gen" / META_FILE).write_text(json.dumps(meta))
+    shutil.copytree(root / "cb", folder / "odd")  # a task kind no handler serves
+    meta["task"] = {"name": "rank", "kind": "ranking"}
+    (folder / "odd" / META_FILE).write_text(json.dumps(meta))
     make_ours(tiny_model_dirs["bert"], folder / "copa", get_task("COPA"), n=2)
     shutil.copytree(root / "peft-boolq", folder / "no-task")
     (folder / "no-task" / TASK_FILE).unlink()
@@ -206,8 +210,9 @@ def test_refused_folders_are_skipped_with_their_reason(prompts, tiny_model_dirs,
     registry = PromptRegistry(*load_backbone(tiny_model_dirs["bert"])[:2])
     report = registry.scan(folder)
     assert report.served == ["cb"] and registry.names() == ["cb"]
-    assert set(report.skipped) == {"gen", "copa", "no-task", "broken", "bad name"}
-    assert "task kind 'generation' is not served" in report.skipped["gen"]
+    assert set(report.skipped) == {"gen", "odd", "copa", "no-task", "broken", "bad name"}
+    assert "task kind 'ranking' is not served (served kinds: classification, generation)" in report.skipped["odd"]
+    assert "a generative prompt needs a decoder or seq2seq backbone" in report.skipped["gen"]
     assert "several rows" in report.skipped["copa"]
     assert TASK_FILE in report.skipped["no-task"]
     assert "prompt.safetensors" in report.skipped["broken"]
