@@ -168,3 +168,29 @@ def test_encoders_cannot_generate():
     model = ResidualPromptModel(BUILDERS["bert"](), ResidualPromptConfig(num_tokens=2))
     with pytest.raises(ValueError, match="generation needs a seq2seq or decoder backbone"):
         generate_ids(model, torch.tensor([[1, 2]]))
+
+
+def test_decoder_rows_must_be_left_padded_and_fit_the_positions():
+    model = _model("gpt2")  # 64 positions
+    ids, mask = batch(ROWS, pad_left=False)
+    with pytest.raises(ValueError, match="decoder rows must be left padded"):
+        generate_ids(model, ids, mask, config=GREEDY)
+    ids, mask = batch(ROWS, pad_left=True)
+    with pytest.raises(ValueError, match=r"the prompt \(4 slots\), 6 input tokens and max-new-tokens=60 need 70 "
+                                         "positions; the backbone has 64"):
+        generate_ids(model, ids, mask, config=GenerationConfig(max_new_tokens=60))
+
+
+def test_no_kv_prefix_under_a_sliding_window():
+    import transformers
+
+    from resprompt.generation.prefix import prefix_unsupported
+
+    cfg = transformers.MistralConfig(vocab_size=99, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                     sliding_window=4, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = ResidualPromptModel(transformers.MistralForCausalLM(cfg), ResidualPromptConfig(num_tokens=2)).eval()
+    assert "sliding window 4" in prefix_unsupported(model)
+    with pytest.raises(ValueError, match="recompute the prompt instead"):
+        PromptPrefix.build(model)
+    assert prefix_unsupported(_model("llama")) is None

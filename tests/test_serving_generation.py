@@ -128,3 +128,16 @@ def test_http_predict_returns_generated_text(model_dirs, tmp_path):
     assert [p["text"] for p in r.json()["predictions"]] == [e["text"] for e in expected]
     assert "label" not in r.json()["predictions"][0]
     assert bad.status_code == 422 and "template placeholder {question}" in bad.text
+
+
+def test_strict_length_refuses_a_long_generative_input(model_dirs, tmp_path):
+    from resprompt.serving.config import RegistryOptions
+
+    _prompt_folder(model_dirs["llama"], tmp_path / "p" / "qa", QA, n=3, seed=1)
+    long = {"question": " ".join(["river"] * 40)}
+    strict = PromptRegistry.load(model_dirs["llama"], tmp_path / "p", RegistryOptions(max_length=16, strict_length=True))
+    out = strict.predict_each([("qa", long), ("qa", RECORDS["qa"][1])])
+    assert isinstance(out[0], ValueError) and "more than the 11 this prompt takes beside 5 new tokens" in str(out[0])
+    assert isinstance(out[1], dict)
+    lenient = PromptRegistry.load(model_dirs["llama"], tmp_path / "p", RegistryOptions(max_length=16))
+    assert isinstance(lenient.predict([("qa", long)])[0]["text"], str)  # truncated from the left, as in predict

@@ -186,8 +186,9 @@ def _generation_config(args, task):
     from .generation.config import GenerationConfig
     from .training.setup import unescape
 
-    stop = (unescape(args.stop),) if getattr(args, "stop", None) else task.stop
-    return GenerationConfig(max_new_tokens=args.max_new_tokens or task.max_new_tokens, stop=stop,
+    stop = (unescape(args.stop),) if getattr(args, "stop", None) is not None else task.stop
+    new = args.max_new_tokens if args.max_new_tokens is not None else task.max_new_tokens
+    return GenerationConfig(max_new_tokens=new, stop=stop,
                             do_sample=getattr(args, "do_sample", False), temperature=getattr(args, "temperature", 1.0),
                             top_p=getattr(args, "top_p", 1.0), seed=getattr(args, "seed", 0))
 
@@ -248,9 +249,9 @@ def cmd_predict(args) -> int:
         if not args.submission:
             lines = [{**line, "uid": inst.uid} for line, inst in zip(lines, instances)] \
                 if len(lines) == len(instances) else lines
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    os.replace(tmp, out)
+    from .io import write_text
+
+    write_text(out, "".join(json.dumps(x) + "\n" for x in lines))
     print(json.dumps({"predictions": len(lines), "output": str(out)}))
     return 0
 

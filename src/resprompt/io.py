@@ -137,10 +137,15 @@ def recover_dir(path: str | os.PathLike) -> list[str]:
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Writes JSON atomically (temporary file + rename)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes a text file atomically (temporary file + rename); a failed write leaves the old file, no temp."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

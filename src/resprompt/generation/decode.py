@@ -160,6 +160,21 @@ def special_ids(model: ResidualPromptModel, tokenizer=None) -> tuple[int | None,
     return eos, pad if pad is not None else (eos if eos is not None else 0)
 
 
+def _check_decoder_rows(model, attention_mask: torch.Tensor, config: GenerationConfig, prefix) -> None:
+    """Decoder rows must be left padded, and the prompt, the row and the new tokens must fit the positions."""
+    from ..backbones import model_max_length
+
+    if bool((attention_mask[:, -1] == 0).any()) and bool(attention_mask.sum(-1).gt(0).all()):
+        raise ValueError("decoder rows must be left padded (a row ends with padding): the new tokens would "
+                         "follow the pads")
+    slots = max(p.length for p in prefix.rows) if prefix is not None else model.num_tokens
+    need = slots + attention_mask.shape[1] + config.max_new_tokens
+    limit = model_max_length(model.backbone, model.tokenizer)
+    if need > limit:
+        raise ValueError(f"the prompt ({slots} slots), {attention_mask.shape[1]} input tokens and max-new-tokens="
+                         f"{config.max_new_tokens} need {need} positions; the backbone has {limit}")
+
+
 @torch.no_grad()
 def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  *, prompts: torch.Tensor | None = None, config: GenerationConfig | None = None,
@@ -184,6 +199,8 @@ def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_
     eos, pad = special_ids(model, tokenizer)
     eos = eos_token_id if eos_token_id is not None else eos
     pad = pad_token_id if pad_token_id is not None else pad
+    if model.family == "decoder":
+        _check_decoder_rows(model, attention_mask, config, prefix)
     if prefix is not None:
         if model.family != "decoder" or prompts is not None:
             raise ValueError("prefix= is for decoder backbones, and replaces prompts=")

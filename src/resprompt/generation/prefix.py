@@ -44,8 +44,9 @@ class PromptPrefix:
     @torch.no_grad()
     def build(cls, model: ResidualPromptModel, prompt: torch.Tensor | None = None) -> PromptPrefix:
         """The prefix of ``prompt`` ([n, d]; default the model's folded prompt) on the model's backbone."""
-        if model.family != "decoder":
-            raise ValueError("a KV prefix is for decoder backbones")
+        reason = prefix_unsupported(model)
+        if reason is not None:
+            raise ValueError(reason)
         prompt = model.prompt() if prompt is None else prompt
         if prompt.shape != (model.num_tokens, model.hidden_size):
             raise ValueError(f"prompt has shape {tuple(prompt.shape)}, expected [{model.num_tokens}, {model.hidden_size}]")
@@ -53,8 +54,6 @@ class PromptPrefix:
         bos_id = _bos_id(model)
         parts = [prompt.to(embed.weight.dtype).unsqueeze(0)]
         use_bos = model.placement_mode == "after_bos" and bos_id is not None
-        if model.placement_mode not in ("after_bos", "prefix"):
-            raise ValueError(f"placement {model.placement_mode!r}: a KV prefix needs 'prefix' or 'after_bos'")
         if use_bos:
             parts.insert(0, embed(torch.tensor([[bos_id]], device=embed.weight.device)))
         embeds = torch.cat(parts, dim=1)  # [1, m, d]
@@ -68,10 +67,31 @@ class PromptPrefix:
 
 
 def _bos_id(model) -> int | None:
+    """The BOS a row starts with: the tokenizer's (which adds it); without a tokenizer, the config's."""
     tok = model.tokenizer
-    if tok is not None and getattr(tok, "bos_token_id", None) is not None:
-        return tok.bos_token_id
+    if tok is not None:
+        return getattr(tok, "bos_token_id", None)
     return getattr(model.backbone.config, "bos_token_id", None)
+
+
+def prefix_unsupported(model) -> str | None:
+    """Why a KV prefix cannot stand for this model's prompt (None when it can).
+
+    The prefix layout puts each row's padding between its prefix and its text; that is exact under
+    full attention only (a sliding window or chunked attention counts cache slots, pads included).
+    """
+    if model.family != "decoder":
+        return "a KV prefix is for decoder backbones"
+    if model.placement_mode not in ("after_bos", "prefix"):
+        return f"placement {model.placement_mode!r}: a KV prefix needs 'prefix' or 'after_bos'"
+    cfg = model.backbone.config
+    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+    kinds = set(getattr(cfg, "layer_types", None) or ["full_attention"])
+    windowed = getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True) is not False
+    if kinds != {"full_attention"} or windowed or getattr(cfg, "attention_chunk_size", None):
+        return f"{type(model.backbone).__name__}: layers other than full attention ({', '.join(sorted(kinds))}" + (
+            f", sliding window {cfg.sliding_window}" if windowed else "") + "): recompute the prompt instead"
+    return None
 
 
 @dataclass
@@ -117,4 +137,4 @@ class BatchPrefix:
         return embeds, mask, positions, cache
 
 
-__all__ = ["PromptPrefix", "BatchPrefix", "cache_kwarg"]
+__all__ = ["PromptPrefix", "BatchPrefix", "cache_kwarg", "prefix_unsupported"]

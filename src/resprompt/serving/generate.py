@@ -14,20 +14,22 @@ prompt per row (``prompts=[B, n, d]``), grouped by prompt length.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from ..generation.config import GenerationConfig
 from ..generation.decode import decode_texts, generate_ids
-from ..generation.prefix import BatchPrefix, PromptPrefix
+from ..generation.prefix import BatchPrefix, PromptPrefix, prefix_unsupported
 from ..tasks.generative import generative_task_from_metadata
 from ..tasks.genfeatures import GenFeature, collate_generative, generation_features
 from ..tasks.records import DataError
 from .config import RegistryOptions
 from .prompts import LoadedPrompt, PromptSkipped
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,6 @@ class GenRow:
     @property
     def length(self) -> int:
         return len(self.input_ids) + self.prompt.model.num_tokens
-
-
-def _config(task) -> GenerationConfig:
-    return GenerationConfig(max_new_tokens=task.max_new_tokens, stop=task.stop)
 
 
 class GenerationHandler:
@@ -65,6 +63,10 @@ class GenerationHandler:
         if model.family not in ("decoder", "seq2seq") or model.head_kind is not None:
             raise PromptSkipped(f"{prompt.path}: a generative prompt needs a decoder or seq2seq backbone with a "
                                 f"language-model head; this one is {type(model.backbone).__name__}")
+        try:
+            prompt.task.generation_config()
+        except ValueError as e:
+            raise PromptSkipped(f"{prompt.path}: {e}") from None
         if prompt.task.chat and not getattr(model.tokenizer, "chat_template", None):
             raise PromptSkipped(f"{prompt.path}: a chat prompt, but the backbone's tokenizer has no chat template")
 
@@ -72,7 +74,7 @@ class GenerationHandler:
         """The prompt's KV prefix (decoders with placement prefix / after_bos), built once."""
         model = prompt.model
         if model not in self._prefixes:
-            ok = model.family == "decoder" and model.placement_mode in ("prefix", "after_bos")
+            ok = model.family == "decoder" and prefix_unsupported(model) is None
             self._prefixes[model] = PromptPrefix.build(model) if ok else None
         return self._prefixes[model]
 
@@ -84,14 +86,25 @@ class GenerationHandler:
         (instance,) = task.instances([record], model.family, "request")
         max_len = min(options.max_length, model.max_text_length)
         (feature,) = generation_features([instance], model.tokenizer, model.family, max_len, task.max_new_tokens)
+        if options.strict_length:
+            (full,) = generation_features([instance], model.tokenizer, model.family, 10**9, task.max_new_tokens)
+            if len(full.input_ids) > len(feature.input_ids):
+                raise DataError(f"request:{where}: the input has {len(full.input_ids)} tokens, more than the "
+                                f"{len(feature.input_ids)} this prompt takes beside {task.max_new_tokens} new tokens "
+                                "(the server runs with --strict-length)")
         return GenRow(prompt, tuple(feature.input_ids))
 
     def run(self, rows: Sequence[GenRow], options: RegistryOptions) -> list[dict]:
         """``{"text": ...}`` for each row, in order."""
         out: list[dict | None] = [None] * len(rows)
-        for group in self._groups(rows, options):
-            for i, text in zip(group[1], self._generate(group[0], [rows[i] for i in group[1]])):
-                out[i] = {"text": text}
+        for how, idx in self._groups(rows, options):
+            try:
+                texts: list = [{"text": t} for t in self._generate(how, [rows[i] for i in idx])]
+            except Exception as e:  # noqa: BLE001 (one group's failure is reported to its own rows only)
+                log.exception("generation over %d rows failed", len(idx))
+                texts = [e] * len(idx)
+            for i, prediction in zip(idx, texts):
+                out[i] = prediction
         return out
 
     def _groups(self, rows: Sequence[GenRow], options: RegistryOptions) -> list[tuple[str, list[int]]]:
@@ -104,7 +117,7 @@ class GenerationHandler:
                 len(row.input_ids) > int(pre.bos))
             how = "prefix" if use_prefix else "prompts"
             shape = None if use_prefix else (row.prompt.model.num_tokens, row.prompt.model.placement_mode)
-            key = (how, _config(row.prompt.task), shape, id(row.prompt) if options.group_by_prompt else None)
+            key = (how, row.prompt.task.generation_config(), shape, id(row.prompt) if options.group_by_prompt else None)
             keyed.setdefault(key, []).append(i)
         size = options.max_batch_size
         return [(key[0], idx[s: s + size]) for key, idx in keyed.items() for s in range(0, len(idx), size)]
@@ -112,7 +125,7 @@ class GenerationHandler:
     @torch.no_grad()
     def _generate(self, how: str, rows: list[GenRow]) -> list[str]:
         model = rows[0].prompt.model  # all rows share the backbone, the family and the tokenizer
-        tok, config = model.tokenizer, _config(rows[0].prompt.task)
+        tok, config = model.tokenizer, rows[0].prompt.task.generation_config()
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         if how == "prefix":
             prefixes = [self.prefix(r.prompt) for r in rows]

@@ -18,6 +18,7 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..generation.config import GenerationConfig
 from .genmetrics import METRICS
 from .records import DataError, where
 
@@ -80,9 +81,28 @@ class GenerativeTask:
         if not (self.chat or self.template or self.text_fields):
             raise DataError("a generative task needs --text-fields, --template or --chat")
         if self.template is not None:
+            if not isinstance(self.template, str):
+                raise DataError(f"template={self.template!r} is invalid: expected a string")
             template_fields(self.template)
-        object.__setattr__(self, "text_fields", tuple(self.text_fields))
-        object.__setattr__(self, "stop", tuple(self.stop))
+        if not isinstance(self.chat, bool):
+            raise DataError(f"chat={self.chat!r} is invalid: expected true or false")
+        for name in ("target_field", "messages_field", "name"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise DataError(f"{name}={getattr(self, name)!r} is invalid: expected a field name")
+        fields = self.text_fields
+        if isinstance(fields, str) or any(not isinstance(f, str) or not f for f in fields):
+            raise DataError(f"text_fields={fields!r} is invalid: expected a list of field names")
+        object.__setattr__(self, "text_fields", tuple(fields))
+        stop = (self.stop,) if isinstance(self.stop, str) else self.stop
+        try:  # the decoding settings, checked as the decoder will take them
+            config = GenerationConfig(max_new_tokens=self.max_new_tokens, stop=tuple(stop))
+        except (ValueError, TypeError) as e:
+            raise DataError(str(e)) from None
+        object.__setattr__(self, "stop", config.stop)
+
+    def generation_config(self) -> GenerationConfig:
+        """Greedy decoding with this task's ``max_new_tokens`` and stop strings."""
+        return GenerationConfig(max_new_tokens=self.max_new_tokens, stop=self.stop)
 
     def metadata(self) -> dict:
         return {"name": self.name, "kind": "generation", "custom": True, "target_field": self.target_field,
@@ -141,6 +161,10 @@ class GenerativeTask:
             if m.get("role") not in ROLES:
                 raise DataError(f"{loc}: role {m.get('role')!r} is invalid: expected one of {', '.join(ROLES)}")
             out.append({"role": m["role"], "content": m["content"]})
+        first = next((i for i, m in enumerate(out) if m["role"] != "system"), None)
+        if first is not None and out[first]["role"] == "assistant":
+            raise DataError(f"{where(rec)}: {self.messages_field}[{first}]: the conversation opens with an assistant "
+                            "turn: the first turn after the system turns must be the user's")
         return tuple(out)
 
     def _chat_instance(self, rec: dict, uid: str, required: bool) -> GenInstance:

@@ -81,14 +81,15 @@ def _chat_train_row(tokenizer, inst: GenInstance, max_len: int, max_target: int)
         spans.append((start, end))
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, labels = enc["input_ids"], []
-    for tok, (a, _) in zip(ids, enc["offset_mapping"]):
-        labels.append(tok if any(s <= a < e for s, e in spans) else -100)
+    for tok, (a, b) in zip(ids, enc["offset_mapping"]):  # a token overlapping an answer is labelled
+        labels.append(tok if any(a < e and b > s for s, e in spans) else -100)
     n_target = sum(1 for x in labels if x != -100)
     last_start = spans[-1][0]
     last = sum(1 for tok, (a, _) in zip(ids, enc["offset_mapping"]) if a >= last_start)
     _check_target(last, max_target, inst)
-    if len(ids) > max_len:
-        ids, labels = ids[-max_len:], labels[-max_len:]
+    if len(ids) > max_len:  # cut from the left, keeping a leading BOS where the template starts with one
+        keep = 1 if ids[:1] == _bos(tokenizer) else 0
+        ids, labels = ids[:keep] + ids[-(max_len - keep):], labels[:keep] + labels[-(max_len - keep):]
     if n_target == 0:
         raise DataError(f"{inst.where}: the chat template left no assistant token to train on")
     return ids, labels
@@ -134,6 +135,8 @@ def generation_features(instances: Sequence[GenInstance], tokenizer, family: str
     for i, inst in enumerate(instances):
         if inst.messages is not None:
             ids = tokenizer(_render(tokenizer, inst.messages, True), add_special_tokens=False)["input_ids"]
+            if len(ids) > room and ids[:1] == _bos(tokenizer):
+                ids = ids[:1] + ids[1:][-(room - 1):]
         elif family == "seq2seq":
             ids = tokenizer(inst.source)["input_ids"]
         else:

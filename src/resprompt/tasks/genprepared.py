@@ -100,6 +100,7 @@ class GenerativePreparedTask:
     eval_inputs: list[GenFeature] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.proxy = self.proxy or self.task.metric == "loglik"  # selection on loglik: generate at best / end
         self.train_features = train_features(self.train, self.tokenizer, self.family, self.max_len, self.max_target)
         labelled = all(i.target is not None for i in self.evaluation)
         self.eval_rows = (train_features(self.evaluation, self.tokenizer, self.family, self.max_len, self.max_target)
@@ -144,7 +145,7 @@ class GenerativePreparedTask:
         return metrics
 
     def evaluate(self, model, batch_size: int) -> dict[str, float]:
-        if self.proxy or self.task.metric == "loglik":
+        if self.proxy:
             metrics = self.loglik(model, batch_size)
             return {**metrics, "score": metrics["loglik"], "n": float(len(self.eval_rows))}
         return self.evaluate_full(model, batch_size)

@@ -134,6 +134,9 @@ class TrainConfig:
 
         if self.metric is not None and self.metric not in SELECTION_METRICS:
             raise bad("metric", " / ".join(SELECTION_METRICS))
+        if self.eval_proxy and self.metric not in (None, "loglik"):
+            raise ConfigError(f"--eval-proxy selects the best prompt on the target log-likelihood; metric={self.metric!r} "
+                              "would be ignored: drop one of the two")
         if self.stop is not None and not self.stop:
             raise bad("stop", "a non-empty string")
         if str(self.task).lower() != "custom":
