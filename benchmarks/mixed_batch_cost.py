@@ -41,6 +41,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mixed-lengths", action="store_true", help="prompts of n = 4, 6, ..., 18 instead of all 10")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--note", default="", help="what else ran on the machine (recorded with the result)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -69,7 +70,7 @@ def main() -> int:
               "single_prompt_length": max(lengths), "min_s": {k: min(v) for k, v in times.items()},
               "threads": args.threads, "rounds": args.rounds, "median_s": med,
               "ratio_mixed_over_single": med["mixed"] / med["single"], "target": "<= 1.05",
-              "note": "measured with the machine's other core busy with another benchmark"}
+              "command": " ".join(["python", "benchmarks/mixed_batch_cost.py", *sys.argv[1:]]), "note": args.note}
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -113,6 +113,7 @@ def main() -> int:
     ap.add_argument("--max-batch-size", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--note", default="", help="what else ran on the machine (recorded with the result)")
     args = ap.parse_args()
     lengths = [4 + 2 * i for i in range(8)]
     batching = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
@@ -138,8 +139,7 @@ def main() -> int:
            "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, **results,
            "throughput_ratio_mixed_over_grouped": results["mixed"]["throughput_rps"] /
            results["grouped"]["throughput_rps"], "target": ">= 2",
-           "note": "CPU only, one torch thread, client and server on the same core; the machine's other core "
-                   "was busy with another benchmark"}
+           "command": " ".join(["python", "benchmarks/serve_load.py", *sys.argv[1:]]), "note": args.note}
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
