@@ -83,7 +83,7 @@ def test_mixed_generation_batch_equals_predict_per_prompt(served, tmp_path, caps
         assert [g["text"] for (n, _), g in zip(pairs, got) if n == name] == expected, name
     assert len({g["text"] for g in got}) > 1  # prompts and records lead to different texts
     handler = HANDLERS["generation"]
-    used = [p for m, p in handler._prefixes.items() if m in {registry.get(n).model for n in registry.names()}]
+    used = [p for m, p in handler.prefix.items() if m in {registry.get(n).model for n in registry.names()}]
     if kind == "llama":  # decoders serve every prompt from its KV prefix (the BOS inside it)
         assert len(used) == 3 and all(p is not None and p.bos for p in used)
     else:
@@ -141,3 +141,46 @@ def test_strict_length_refuses_a_long_generative_input(model_dirs, tmp_path):
     assert isinstance(out[1], dict)
     lenient = PromptRegistry.load(model_dirs["llama"], tmp_path / "p", RegistryOptions(max_length=16))
     assert isinstance(lenient.predict([("qa", long)])[0]["text"], str)  # truncated from the left, as in predict
+
+
+# ----------------------------------------------------------------- classification prompts on a decoder
+def _class_prompt(model_dir, folder, task, n, seed):
+    from resprompt.backbones import load_backbone
+
+    backbone, tok, _ = load_backbone(model_dir)
+    model = ResidualPromptModel(backbone, ResidualPromptConfig(num_tokens=n), tok, task=task.metadata())
+    g = torch.Generator().manual_seed(seed)
+    model.set_folded_prompt(torch.randn(n, model.hidden_size, generator=g) * 3)
+    model.save_pretrained(folder)
+
+
+def test_decoder_classification_mixed_batch_equals_each_prompt_alone(model_dirs, tmp_path):
+    from resprompt.tasks.evaluation import best_candidates, decoder_scores
+    from resprompt.tasks.features import featurize
+    from resprompt.tasks.superglue import get_task, user_task
+    from serving_prompts import jsonl
+
+    topic = user_task("topic", ["sport news", "music", "food and drink"], ["text"], "label")  # multi-token labels
+    tasks = {"cb": get_task("CB"), "rte": get_task("RTE"), "topic": topic}
+    records = {"cb": jsonl("CB")[:4], "rte": jsonl("RTE")[:4],
+               "topic": [{"text": t} for t in ("a goal in the match", "the song and the drum", "bread")]}
+    for seed, (name, n) in enumerate([("cb", 3), ("rte", 5), ("topic", 4)]):
+        _class_prompt(model_dirs["llama"], tmp_path / "p" / name, tasks[name], n, seed)
+    registry = PromptRegistry.load(model_dirs["llama"], tmp_path / "p")
+    assert registry.names() == ["cb", "rte", "topic"]
+    pairs = [(name, r) for name in ("topic", "cb", "rte") for r in records[name]]
+    got = dict(enumerate(registry.predict(pairs)))
+    for name, task in tasks.items():
+        model = registry.get(name).model
+        instances = task.instances([{**r, "__file__": "x", "__line__": i} for i, r in enumerate(records[name])],
+                                   "decoder", "x")
+        feats = featurize(instances, model.tokenizer, "decoder", model.max_text_length, train=False)
+        alone = decoder_scores(model, feats, model.tokenizer.pad_token_id, 8)
+        best = best_candidates(alone)
+        mine = [got[k] for k, (p, _) in enumerate(pairs) if p == name]
+        for i, prediction in enumerate(mine):
+            expected = [alone[(i, c)] for c in range(len(task.labels))]
+            assert list(prediction["scores"].values()) == pytest.approx(expected, abs=1e-5), (name, i)
+            assert prediction["label"] == task.labels[best[i]]
+    used = [p for m, p in HANDLERS["classification"].prefix.items() if m in {registry.get(n).model for n in tasks}]
+    assert len(used) == 3 and all(p is not None for p in used)  # every prompt served from its KV prefix

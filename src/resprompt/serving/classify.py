@@ -1,14 +1,17 @@
-"""Serving classification prompts on an encoder: a record -> one row; rows -> label + per-label scores.
+"""Serving classification prompts: a record -> its rows; rows -> label + per-label scores.
 
 A record becomes model inputs exactly as ``resprompt predict`` makes them: ``task.instances``,
 ``features.featurize`` (truncated to ``min(max_length, model.max_text_length)``) and
-``features.collate``. A prediction is ``{"label": <the argmax label>, "scores": {label: logit}}``,
-the scores being the prompt's head outputs. Rows of any mix of prompts go through one backbone
-forward (``mixed.encoder_logits``), ``max_batch_size`` rows at a time, longest first.
+``features.collate``. A prediction is ``{"label": <the best label>, "scores": {label: score}}``.
 
-Served so far: tasks that turn one record into one row (BoolQ, CB, RTE, WiC, WSC, AX-b, AX-g and
-the user's own); choice tasks (COPA, ReCoRD) and MultiRC expand a record into several rows and
-are refused at load, as are classification prompts on decoder / seq2seq backbones.
+- encoders: the scores are the prompt's head outputs; rows of any mix of prompts go through one
+  backbone forward (``mixed.encoder_logits``), ``max_batch_size`` rows at a time, longest first;
+- decoder language models: the scores are each label verbalisation's mean token log-likelihood,
+  computed from each prompt's KV prefix (``decoder_scoring``).
+
+Served: tasks that turn one record into one instance (BoolQ, CB, RTE, WiC, WSC, AX-b, AX-g and the
+user's own); choice tasks (COPA, ReCoRD) and MultiRC expand a record into several instances and are
+refused at load, as are classification prompts on seq2seq backbones.
 """
 
 from __future__ import annotations
@@ -16,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from ..tasks.features import Feature, collate, featurize
 from ..tasks.records import DataError
 from ..tasks.superglue import ClassTask, task_from_metadata
 from .config import RegistryOptions
+from .decoder_scoring import DecoderRow, PrefixCache, decoder_row, score_rows
 from .mixed import encoder_logits
 from .prompts import LoadedPrompt, PromptSkipped
 
@@ -49,6 +54,9 @@ class ClassificationHandler:
 
     kind = "classification"
 
+    def __init__(self) -> None:
+        self.prefix = PrefixCache()  # decoder prompts: prompt -> its KV prefix, built once
+
     def task_for(self, meta: dict, where: str):
         try:
             task = task_from_metadata(meta, where)
@@ -61,12 +69,16 @@ class ClassificationHandler:
 
     def check(self, prompt: LoadedPrompt) -> None:
         model, task = prompt.model, prompt.task
-        if model.family != "encoder" or model.head_kind != "ForSequenceClassification":
-            raise PromptSkipped(f"{prompt.path}: classification is served on encoder sequence classifiers only "
-                                f"so far; this backbone is a {model.family} ({type(model.backbone).__name__})")
+        decoder_lm = model.family == "decoder" and model.head_kind is None
+        if not decoder_lm and (model.family != "encoder" or model.head_kind != "ForSequenceClassification"):
+            raise PromptSkipped(f"{prompt.path}: classification is served on encoder sequence classifiers and on "
+                                f"decoder language models; this backbone is a {model.family} "
+                                f"({type(model.backbone).__name__})")
         if not isinstance(task, ClassTask) or task.is_choice:
             raise PromptSkipped(f"{prompt.path}: task {task.name} turns one record into several rows (choices or "
                                 "answers); the server answers one label per record and serves one-row tasks only")
+        if decoder_lm:
+            return  # labels are scored as verbalisations: no head
         outputs = head_outputs(model)
         if outputs != task.num_labels:
             raise PromptSkipped(f"{prompt.path}: the prompt's head has {outputs} outputs but task {task.name} has "
@@ -80,6 +92,12 @@ class ClassificationHandler:
         record = {**record, "__file__": "request", "__line__": where}
         (instance,) = prompt.task.instances([record], model.family, "request")
         max_len = min(options.max_length, model.max_text_length)
+        if model.family == "decoder":
+            row = decoder_row(prompt, instance, max_len)
+            if options.strict_length and decoder_row(prompt, instance, 10**9).length > row.length:
+                raise DataError(f"request:{where}: the text is longer than the {max_len} tokens this prompt takes "
+                                "(the server runs with --strict-length)")
+            return row
         if options.strict_length:
             full = len(model.tokenizer(instance.text_a, instance.text_b)["input_ids"])
             if full > max_len:
@@ -88,12 +106,20 @@ class ClassificationHandler:
         (feature,) = featurize([instance], model.tokenizer, model.family, max_len, train=False)
         return ClassRow(prompt, feature)
 
-    def run(self, rows: Sequence[ClassRow], options: RegistryOptions) -> list[dict]:
-        """Predictions for ``rows``, in order."""
+    def run(self, rows: Sequence[ClassRow | DecoderRow], options: RegistryOptions) -> list[dict]:
+        """Predictions for ``rows``, in order (encoder rows and decoder rows each batched together)."""
         out: list[dict | None] = [None] * len(rows)
-        for chunk in _chunks(rows, options):
-            for i, prediction in zip(chunk, _forward([rows[i] for i in chunk])):
-                out[i] = prediction
+        enc = [i for i, r in enumerate(rows) if isinstance(r, ClassRow)]
+        for chunk in _chunks([rows[i] for i in enc], options):
+            for k, prediction in zip(chunk, _forward([rows[enc[k]] for k in chunk])):
+                out[enc[k]] = prediction
+        by: dict[int, list[int]] = {}
+        for i, r in enumerate(rows):
+            if isinstance(r, DecoderRow):
+                by.setdefault(id(r.prompt) if options.group_by_prompt else 0, []).append(i)
+        for group in by.values():
+            for i, scores in zip(group, score_rows([rows[i] for i in group], self.prefix, options.max_batch_size)):
+                out[i] = _prediction(rows[i].prompt.task.labels, torch.tensor([scores[c] for c in range(len(scores))]))
         return out
 
 

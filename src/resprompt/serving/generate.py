@@ -15,18 +15,18 @@ prompt per row (``prompts=[B, n, d]``), grouped by prompt length.
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..generation.decode import decode_texts, generate_ids
-from ..generation.prefix import BatchPrefix, PromptPrefix, prefix_unsupported
+from ..generation.prefix import BatchPrefix
 from ..tasks.generative import generative_task_from_metadata
 from ..tasks.genfeatures import GenFeature, collate_generative, generation_features
 from ..tasks.records import DataError
 from .config import RegistryOptions
+from .decoder_scoring import PrefixCache
 from .prompts import LoadedPrompt, PromptSkipped
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class GenerationHandler:
     kind = "generation"
 
     def __init__(self) -> None:
-        self._prefixes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> PromptPrefix | None
+        self.prefix = PrefixCache()  # prompt -> its KV prefix (decoders), built once
 
     def task_for(self, meta: dict, where: str):
         try:
@@ -69,14 +69,6 @@ class GenerationHandler:
             raise PromptSkipped(f"{prompt.path}: {e}") from None
         if prompt.task.chat and not getattr(model.tokenizer, "chat_template", None):
             raise PromptSkipped(f"{prompt.path}: a chat prompt, but the backbone's tokenizer has no chat template")
-
-    def prefix(self, prompt: LoadedPrompt) -> PromptPrefix | None:
-        """The prompt's KV prefix (decoders with placement prefix / after_bos), built once."""
-        model = prompt.model
-        if model not in self._prefixes:
-            ok = model.family == "decoder" and prefix_unsupported(model) is None
-            self._prefixes[model] = PromptPrefix.build(model) if ok else None
-        return self._prefixes[model]
 
     def prepare(self, prompt: LoadedPrompt, record: dict, where: str, options: RegistryOptions) -> GenRow:
         model, task = prompt.model, prompt.task
