@@ -142,13 +142,8 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _eval_setup(args):
-    """The prompt's model on its backbone, and the task to score it on (the prompt's own by default)."""
-    from .formats import read_prompt
-    from .model import ResidualPromptModel
-    from .training.setup import prepare_backbone, resolve_task
-
-    saved = read_prompt(args.prompt)
+def _task_choice(args, saved) -> tuple[str, bool, bool]:
+    """(task name for TrainConfig, generative, custom) of ``eval`` / ``predict`` for a saved prompt."""
     meta = saved.task or {}
     # a task of the user's own (whatever name it was given) is rebuilt from the metadata: task 'custom'
     task_name = args.task or ("custom" if meta.get("custom") else meta.get("name"))
@@ -159,17 +154,26 @@ def _eval_setup(args):
         raise ConfigError(f"{saved.path}: a generative prompt (text targets); --task {task_name} is a "
                           "classification task: use --task custom or leave --task out")
     if not generative and getattr(args, "target_field", None):
-        raise ConfigError(f"{saved.path}: a classification prompt (labels {(saved.task or {}).get('labels')}); "
+        raise ConfigError(f"{saved.path}: a classification prompt (labels {meta.get('labels')}); "
                           "--target-field is for generative prompts")
-    if generative:
-        task_name = "custom"
-    custom = task_name.lower() == "custom" or (meta.get("custom") and task_name == meta.get("name"))
+    custom = generative or task_name.lower() == "custom" or bool(meta.get("custom") and task_name == meta.get("name"))
     if custom and saved.task is None and not args.text_fields:
         raise ConfigError(f"{saved.path} records no task: pass --text-fields for task 'custom'")
-    cfg = TrainConfig(model=args.model, task="custom" if custom else task_name, data_dir=args.data_dir,
-                      fewglue_dir=args.fewglue_dir, eval_split=getattr(args, "split", "val"),
-                      eval_file=getattr(args, "eval_file", None), text_fields=args.text_fields,
-                      label_field=args.label_field, eval_batch_size=args.batch_size, max_length=args.max_length)
+    return ("custom" if custom else task_name), generative, custom
+
+
+def _eval_setup(args):
+    """The prompt's model on its backbone, and the task to score it on (the prompt's own by default)."""
+    from .formats import read_prompt
+    from .model import ResidualPromptModel
+    from .training.setup import prepare_backbone, resolve_task
+
+    saved = read_prompt(args.prompt)
+    task_name, generative, custom = _task_choice(args, saved)
+    cfg = TrainConfig(model=args.model, task=task_name, data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
+                      eval_split=getattr(args, "split", "val"), eval_file=getattr(args, "eval_file", None),
+                      text_fields=args.text_fields, label_field=args.label_field, eval_batch_size=args.batch_size,
+                      max_length=args.max_length)
     task = resolve_task(cfg, saved.task if custom and saved.task else None)
     if generative and args.target_field:
         task = dataclasses.replace(task, target_field=args.target_field)
