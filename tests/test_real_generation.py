@@ -72,3 +72,13 @@ def test_smollm2_learns_generative_copa_through_the_cli(smollm2, real_data_root,
     assert code == 0
     lines = [json.loads(x) for x in pred.read_text().splitlines()]
     assert len(lines) == 6 and all("\n" not in x["text"] for x in lines)  # the saved stop string applies
+
+    from resprompt.serving.registry import HANDLERS, PromptRegistry
+    from resprompt.tasks.data import read_jsonl
+
+    backbone, tok, _ = smollm2
+    registry = PromptRegistry(backbone, tok)
+    registry.add("copa", out)  # served from its KV prefix: the same texts as predict
+    served = registry.predict([("copa", r) for r in read_jsonl(files["val"])])
+    assert [s["text"] for s in served] == [x["text"] for x in lines]
+    assert HANDLERS["generation"].prefix(registry.get("copa")) is not None
