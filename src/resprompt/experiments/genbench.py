@@ -49,6 +49,8 @@ METHODS = {
     "none": {"reparam": "none"},
     # residual with the decoder settings the README recommends
     "residual": {"reparam": "residual", "branch_scale": "embedding", "lr_network": 0.03},
+    # residual with the paper's settings (network at the prompt's lr 0.3, branch added unscaled)
+    "residual_paper": {"reparam": "residual"},
 }
 
 
