@@ -144,16 +144,6 @@ def test_strict_length_refuses_a_long_generative_input(model_dirs, tmp_path):
 
 
 # ----------------------------------------------------------------- classification prompts on a decoder
-def _class_prompt(model_dir, folder, task, n, seed):
-    from resprompt.backbones import load_backbone
-
-    backbone, tok, _ = load_backbone(model_dir)
-    model = ResidualPromptModel(backbone, ResidualPromptConfig(num_tokens=n), tok, task=task.metadata())
-    g = torch.Generator().manual_seed(seed)
-    model.set_folded_prompt(torch.randn(n, model.hidden_size, generator=g) * 3)
-    model.save_pretrained(folder)
-
-
 def test_decoder_classification_mixed_batch_equals_each_prompt_alone(model_dirs, tmp_path):
     from resprompt.tasks.evaluation import best_candidates, decoder_scores
     from resprompt.tasks.features import featurize
@@ -165,7 +155,7 @@ def test_decoder_classification_mixed_batch_equals_each_prompt_alone(model_dirs,
     records = {"cb": jsonl("CB")[:4], "rte": jsonl("RTE")[:4],
                "topic": [{"text": t} for t in ("a goal in the match", "the song and the drum", "bread")]}
     for seed, (name, n) in enumerate([("cb", 3), ("rte", 5), ("topic", 4)]):
-        _class_prompt(model_dirs["llama"], tmp_path / "p" / name, tasks[name], n, seed)
+        _prompt_folder(model_dirs["llama"], tmp_path / "p" / name, tasks[name], n, seed)
     registry = PromptRegistry.load(model_dirs["llama"], tmp_path / "p")
     assert registry.names() == ["cb", "rte", "topic"]
     pairs = [(name, r) for name in ("topic", "cb", "rte") for r in records[name]]

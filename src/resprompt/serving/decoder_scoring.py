@@ -67,13 +67,15 @@ def decoder_row(prompt, instance, max_len: int) -> DecoderRow:
     return DecoderRow(prompt, tuple(rows), tuple(targets))
 
 
-def _pad_left(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_rows(rows: list[list[int]], pad: int, left: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded into (ids, mask) [B, T], on the left (decoders) or the right."""
     t = max(len(r) for r in rows)
     ids = torch.full((len(rows), t), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), t), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, t - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, t - len(r):] = 1
+        sl = slice(t - len(r), t) if left else slice(0, len(r))
+        ids[i, sl] = torch.tensor(r, dtype=torch.long)
+        mask[i, sl] = 1
     return ids, mask
 
 
@@ -81,7 +83,7 @@ def _pad_left(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tens
 def prefix_logits(model, rows: list[list[int]], prefixes: list[PromptPrefix], pad: int) -> list[torch.Tensor]:
     """Each row's logits [len(row), V] from its prompt's prefix (row 0's output left NaN: see the docstring)."""
     bos = [int(p.bos) for p in prefixes]
-    ids, mask = _pad_left([r[b:] for r, b in zip(rows, bos)], pad)
+    ids, mask = pad_rows([r[b:] for r, b in zip(rows, bos)], pad)
     embeds, full_mask, positions, cache = BatchPrefix(list(prefixes)).inputs(model, ids, mask)
     out = model.run_backbone({"inputs_embeds": embeds, "attention_mask": full_mask, "position_ids": positions},
                              **{cache_kwarg(model.backbone): cache}, use_cache=True)
@@ -96,7 +98,7 @@ def prefix_logits(model, rows: list[list[int]], prefixes: list[PromptPrefix], pa
 @torch.no_grad()
 def recomputed_logits(model, rows: list[list[int]], prompts: torch.Tensor, pad: int) -> list[torch.Tensor]:
     """Each row's logits [len(row), V] with its prompt ([B, n, d]) in the input, as ``resprompt predict``."""
-    ids, mask = _pad_left(rows, pad)
+    ids, mask = pad_rows(rows, pad)
     logits = model(ids, mask, prompts=prompts).logits.float()
     return [logits[i, ids.shape[1] - len(r):] for i, r in enumerate(rows)]
 

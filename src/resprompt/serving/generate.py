@@ -26,7 +26,7 @@ from ..tasks.generative import generative_task_from_metadata
 from ..tasks.genfeatures import GenFeature, collate_generative, generation_features
 from ..tasks.records import DataError
 from .config import RegistryOptions
-from .decoder_scoring import PrefixCache
+from .decoder_scoring import PrefixCache, pad_rows
 from .prompts import LoadedPrompt, PromptSkipped
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class GenerationHandler:
         if how == "prefix":
             prefixes = [self.prefix(r.prompt) for r in rows]
             ids = [list(r.input_ids[int(p.bos):]) for r, p in zip(rows, prefixes)]
-            batch = _pad(ids, pad, left=True)
+            batch = pad_rows(ids, pad, left=True)
             new = generate_ids(model, *batch, prefix=BatchPrefix(prefixes), config=config, tokenizer=tok)
         else:
             batch = collate_generative([GenFeature(list(r.input_ids), None, 0) for r in rows], pad, model.family)
@@ -135,14 +135,3 @@ class GenerationHandler:
 def _bos(prompt: LoadedPrompt) -> int | None:
     tok = prompt.model.tokenizer
     return getattr(tok, "bos_token_id", None)
-
-
-def _pad(rows: list[list[int]], pad: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    t = max(len(r) for r in rows)
-    ids = torch.full((len(rows), t), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), t), dtype=torch.long)
-    for i, r in enumerate(rows):
-        sl = slice(t - len(r), t) if left else slice(0, len(r))
-        ids[i, sl] = torch.tensor(r, dtype=torch.long)
-        mask[i, sl] = 1
-    return ids, mask
