@@ -112,10 +112,6 @@ class GenerativePreparedTask:
     def name(self) -> str:
         return self.task.name
 
-    @property
-    def generation_config(self) -> GenerationConfig:
-        return GenerationConfig(max_new_tokens=self.task.max_new_tokens, stop=self.task.stop)
-
     def lengths(self) -> list[int]:
         return [len(f.input_ids) for f in self.train_features]
 
@@ -129,7 +125,7 @@ class GenerativePreparedTask:
 
     def predict(self, model, batch_size: int, config: GenerationConfig | None = None) -> list[str]:
         return generate_texts(model, self.tokenizer, self.eval_inputs, self.family, batch_size,
-                              config or self.generation_config)
+                              config or self.task.generation_config())
 
     def evaluate_full(self, model, batch_size: int) -> dict[str, float]:
         """Generates for the evaluation split and scores; ``score`` = the task's metric."""
