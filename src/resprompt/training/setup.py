@@ -102,19 +102,22 @@ def _fewglue_dir(cfg: TrainConfig):
     return folder
 
 
+def _user_file(cfg: TrainConfig, split: str) -> str:
+    path = cfg.train_file if split == "train" else cfg.eval_file
+    if not path:
+        raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
+    return path
+
+
 def _records(cfg: TrainConfig, task, split: str, source: str):
     if isinstance(task, GenerativeTask):
-        path = cfg.train_file if split == "train" else cfg.eval_file
-        if not path:
-            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
+        path = _user_file(cfg, split)
         records = data_mod.read_records(path)
         if not records:
             raise DataError(f"{path}: no records (empty file)")
         return records, str(path)
     if isinstance(task, UserTask):
-        path = cfg.train_file if split == "train" else cfg.eval_file
-        if not path:
-            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
+        path = _user_file(cfg, split)
         fields = list(task.text_fields)
         label = task.label_field if split == "train" else None  # evaluation files may lack labels
         return data_mod.load_user_records(path, text_fields=fields, label_field=label), str(path)
