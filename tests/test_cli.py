@@ -271,3 +271,20 @@ def test_resume_with_other_settings_is_refused(tiny_model_dirs, data_root, tmp_p
     assert "resprompt: error: --resume: settings differ from" in err and "lr 0.3 -> 0.01" in err
     code, _, err = _run(args + ["--resume", "--no-progress"], capsys)  # same settings: fine
     assert code == 0, err
+
+
+def test_resume_of_a_run_made_before_an_option_existed(tiny_model_dirs, data_root, tmp_path, capsys):
+    """Before: a config.json written before an option was added (no ``chat``, ``max_new_tokens``) refused
+    --resume with "chat None -> False": the missing setting was compared as None, not as its default."""
+    run = tmp_path / "run"
+    args = ["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--data-dir", str(data_root / "superglue"),
+            "--output-dir", str(run), *FAST]
+    assert _run(args, capsys)[0] == 0
+    config = json.loads((run / "config.json").read_text())
+    for key in ("chat", "max_new_tokens", "eval_proxy"):
+        del config["train"][key]
+    (run / "config.json").write_text(json.dumps(config))
+    code, _, err = _run(args + ["--resume", "--no-progress"], capsys)
+    assert code == 0, err
+    code, _, err = _run(args + ["--resume", "--max-new-tokens", "5"], capsys)  # not its default: a change
+    assert code == 2 and "max_new_tokens 32 -> 5" in err

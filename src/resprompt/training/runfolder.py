@@ -121,8 +121,18 @@ def run_settings(cfg: TrainConfig, prompt_cfg) -> dict:
     return {"train": dataclasses.asdict(cfg), "prompt": prompt_cfg.to_dict()}
 
 
-def check_resume_settings(out: Path, settings: dict) -> None:
-    """Refuses ``--resume`` with settings other than the run's own (the checkpoint holds the old schedule)."""
+def setting_defaults(cfg: TrainConfig, prompt_cfg) -> dict:
+    """Each field's default, shaped like :func:`run_settings` (fields without a plain default are left out)."""
+    def of(obj):
+        return {f.name: f.default for f in dataclasses.fields(obj) if f.default is not dataclasses.MISSING}
+    return {"train": of(cfg), "prompt": of(prompt_cfg)}
+
+
+def check_resume_settings(out: Path, settings: dict, defaults: dict | None = None) -> None:
+    """Refuses ``--resume`` with settings other than the run's own (the checkpoint holds the old schedule).
+
+    A setting that the run's config.json lacks (the run was made before the option existed) counts as
+    unchanged when the new value is the option's default (``defaults``, shaped like ``settings``)."""
     try:
         saved = json.loads((out / "config.json").read_text())
     except (OSError, ValueError) as e:
@@ -130,9 +140,11 @@ def check_resume_settings(out: Path, settings: dict) -> None:
     changed = []
     for part in ("train", "prompt"):
         old, new = saved.get(part, {}), settings[part]
+        assumed = (defaults or {}).get(part, {})
         for key in sorted(set(old) | set(new)):
-            if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
-                changed.append(f"{key} {old.get(key)!r} -> {new.get(key)!r}")
+            was = old[key] if key in old else assumed.get(key)
+            if key not in RESUMABLE_CHANGES and was != new.get(key):
+                changed.append(f"{key} {was!r} -> {new.get(key)!r}")
     if changed:
         raise ConfigError(f"--resume: settings differ from {out / 'config.json'}: {'; '.join(changed)} "
                           "(resume with the run's own settings, or start a new run)")

@@ -179,7 +179,7 @@ def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
 
     settings = runfolder.run_settings(cfg, prompt_cfg)
     if cfg.resume:
-        runfolder.check_resume_settings(out, settings)
+        runfolder.check_resume_settings(out, settings, runfolder.setting_defaults(cfg, prompt_cfg))
     accelerator = _accelerator(cfg, out)
     set_seed(cfg.seed)
     model, family, task = _build(cfg, prompt_cfg, build_model, task)
