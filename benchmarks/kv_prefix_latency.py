@@ -13,7 +13,7 @@ scoring request costs) and ``tokens_8`` (eight new tokens). Reported: median sec
 ratios prefix / recomputed and prefix / bare. Greedy outputs of prefix and recomputed are checked
 equal on every request.
 
-    python benchmarks/kv_prefix_latency.py [--rounds 20] [--threads 2] [--json benchmarks/results/kv_prefix_latency.json]
+    python benchmarks/kv_prefix_latency.py [--rounds 20] [--threads 2] [--device cuda] [--json benchmarks/results/kv_prefix_latency.json]
 """
 
 from __future__ import annotations
@@ -29,9 +29,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def timed(fn) -> tuple[float, object]:
+    sync()
     start = time.perf_counter()
     out = fn()
+    sync()
     return time.perf_counter() - start, out
 
 
@@ -43,7 +52,8 @@ def measure(model, n: int, rounds: int, text_len: int, new_tokens: int) -> dict:
     from resprompt.generation.prefix import BatchPrefix, PromptPrefix
 
     g = torch.Generator().manual_seed(n)
-    prompt = torch.randn(n, model.hidden_size, generator=g) * 0.05
+    device = model.backbone.get_input_embeddings().weight.device
+    prompt = (torch.randn(n, model.hidden_size, generator=g) * 0.05).to(device)
     bos = model.tokenizer.bos_token_id
     config = GenerationConfig(max_new_tokens=new_tokens)
     build_s, prefix = timed(lambda: PromptPrefix.build(model, prompt))
@@ -51,12 +61,12 @@ def measure(model, n: int, rounds: int, text_len: int, new_tokens: int) -> dict:
     embed = model.backbone.get_input_embeddings()
 
     def positions(ids):
-        return torch.arange(ids.shape[1]).unsqueeze(0)
+        return torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
     times = {"recomputed": [], "prefix": [], "bare": []}
     mismatches = 0
     for r in range(rounds):
-        text = torch.randint(100, 40000, (1, text_len), generator=g)
-        full = torch.cat([torch.tensor([[bos]]), text], dim=1)
+        text = torch.randint(100, 40000, (1, text_len), generator=g).to(device)
+        full = torch.cat([torch.tensor([[bos]], device=device), text], dim=1)
         ways = {
             "recomputed": lambda full=full: generate_ids(model, full, prompts=prompt, config=config, eos_token_id=-1),
             "prefix": lambda text=text: generate_ids(model, text, prefix=batch_prefix, config=config, eos_token_id=-1),
@@ -83,18 +93,22 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text-len", type=int, default=32)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "kv_prefix_latency.json"))
+    ap.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
+    ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
 
     from resprompt.backbones import load_backbone
+    from resprompt.devices import resolve_device, resolve_dtype
     from resprompt.io import write_json
     from resprompt.model import ResidualPromptModel
     from resprompt.prompt.config import ResidualPromptConfig
 
     torch.set_num_threads(a.threads)
-    backbone, tokenizer, _ = load_backbone(a.model)
+    backbone, tokenizer, _ = load_backbone(a.model, dtype=resolve_dtype(a.dtype))
+    backbone.to(resolve_device(a.device))
     results = []
     with torch.no_grad():
         for n in (10, 100):
@@ -104,7 +118,7 @@ def main() -> int:
                 results.append(measure(model, n, a.rounds, a.text_len, new_tokens))
                 print(json.dumps(results[-1]))
     out = {"command": " ".join(["python", "benchmarks/kv_prefix_latency.py", *sys.argv[1:]]), "model": a.model,
-           "threads": a.threads, "text_tokens": a.text_len, "rounds": a.rounds, "results": results}
+           "threads": a.threads, "device": a.device, "dtype": str(backbone.dtype), "text_tokens": a.text_len, "rounds": a.rounds, "results": results}
     write_json(a.json, out)
     return 1 if any(r["greedy_mismatches"] for r in results) else 0
 

@@ -114,9 +114,12 @@ def main() -> int:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--json", default=None)
     ap.add_argument("--note", default="", help="what else ran on the machine (recorded with the result)")
+    ap.add_argument("--device", default="cpu", help="the server's --device (auto, cpu, cuda, cuda:N, mps)")
+    ap.add_argument("--dtype", default="auto", help="the server's --dtype")
     args = ap.parse_args()
     lengths = [4 + 2 * i for i in range(8)]
-    batching = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+    batching = ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms),
+                "--device", args.device, "--dtype", args.dtype]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "prompts"
@@ -136,6 +139,7 @@ def main() -> int:
             print(mode, json.dumps(results[mode]), flush=True)
     out = {"model": args.model, "prompts": len(names), "prompt_lengths": lengths,
            "clients": args.clients, "inputs_per_request": 1, "text_words": "8-24", "server_threads": args.threads,
+           "device": args.device, "dtype": args.dtype,
            "max_batch_size": args.max_batch_size, "max_wait_ms": args.max_wait_ms, **results,
            "throughput_ratio_mixed_over_grouped": results["mixed"]["throughput_rps"] /
            results["grouped"]["throughput_rps"], "target": ">= 2",

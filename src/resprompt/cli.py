@@ -122,6 +122,10 @@ def _common_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=256, help="Maximum text tokens per example.")
     p.add_argument("--allow-backbone-mismatch", action="store_true",
                    help="Load the prompt even if its backbone fingerprint differs.")
+    p.add_argument("--device", default="auto", help="Where the backbone runs: auto (the first GPU if torch sees "
+                   "one, else the CPU), cpu, cuda, cuda:N or mps.")
+    p.add_argument("--dtype", default="auto", help="Backbone precision: auto (as the checkpoint loads), float32, "
+                   "bfloat16 or float16.")
     g = p.add_argument_group("generative prompts (settings saved with the prompt are the defaults)")
     g.add_argument("--max-new-tokens", type=int, default=None, help="Tokens to generate per input.")
     g.add_argument("--stop", default=None, help="A stop string (escapes such as \\n are read).")
@@ -164,10 +168,12 @@ def _task_choice(args, saved) -> tuple[str, bool, bool]:
 
 def _eval_setup(args):
     """The prompt's model on its backbone, and the task to score it on (the prompt's own by default)."""
+    from .devices import resolve_device, resolve_dtype
     from .formats import read_prompt
     from .model import ResidualPromptModel
     from .training.setup import prepare_backbone, resolve_task
 
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)  # refused before anything loads
     saved = read_prompt(args.prompt)
     task_name, generative, custom = _task_choice(args, saved)
     cfg = TrainConfig(model=args.model, task=task_name, data_dir=args.data_dir, fewglue_dir=args.fewglue_dir,
@@ -180,8 +186,8 @@ def _eval_setup(args):
     if saved.task and not generative and list(saved.task.get("labels", [])) != list(task.labels):
         raise ConfigError(f"{saved.path}: the prompt was trained on {saved.task.get('name')} with labels "
                           f"{saved.task.get('labels')}; task {task.name} has labels {list(task.labels)}")
-    backbone, tokenizer, family, task = prepare_backbone(cfg, task)
-    model = ResidualPromptModel.from_pretrained(backbone, saved.path, tokenizer=tokenizer,
+    backbone, tokenizer, family, task = prepare_backbone(cfg, task, dtype=dtype)
+    model = ResidualPromptModel.from_pretrained(backbone.to(device), saved.path, tokenizer=tokenizer,
                                                 allow_mismatch=args.allow_backbone_mismatch)
     return cfg, model, tokenizer, family, task
 

@@ -194,8 +194,11 @@ def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_
     config = config or GenerationConfig()
     if model.family == "encoder":
         raise ValueError("generation needs a seq2seq or decoder backbone with a language-model head")
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
+    device = model.backbone.get_input_embeddings().weight.device
+    input_ids = input_ids.to(device)
+    attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
+    if prompts is not None:
+        prompts = prompts.to(device)
     eos, pad = special_ids(model, tokenizer)
     eos = eos_token_id if eos_token_id is not None else eos
     pad = pad_token_id if pad_token_id is not None else pad

@@ -151,8 +151,9 @@ def _forward(rows: Sequence[ClassRow]) -> list[dict]:
                                 if k in ("input_ids", "attention_mask", "token_type_ids")}))
     out: list[dict | None] = [None] * len(rows)
     for idx, logits in zip(parts.values(), encoder_logits(batches)):
+        logits = logits.float().cpu()  # one copy per prompt, not one per value
         for row, i in enumerate(idx):
-            out[i] = _prediction(rows[i].prompt.task.labels, logits[row].float())
+            out[i] = _prediction(rows[i].prompt.task.labels, logits[row])
     return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..devices import resolve_device, resolve_dtype
 from ..training.runconfig import ConfigError
 
 
@@ -68,6 +69,9 @@ class ServeConfig:
     timeout_s: float = _f(30.0, "Seconds a request may wait for its predictions (504 beyond).")
     group_by_prompt: bool = _f(False, "Run one prompt per backbone forward (a baseline for benchmarks).")
     allow_backbone_mismatch: bool = _f(False, "Load prompts even if their backbone fingerprint differs.")
+    device: str = _f("auto", "Where the backbone runs: auto (the first GPU if torch sees one, else the CPU), "
+                     "cpu, cuda, cuda:N or mps.")
+    dtype: str = _f("auto", "Backbone precision: auto (as the checkpoint loads), float32, bfloat16 or float16.")
 
     def __post_init__(self) -> None:
         for name in ("model", "prompts"):
@@ -78,6 +82,8 @@ class ServeConfig:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port!r}")
         self.batch_policy()  # validates max_wait_ms
+        resolve_dtype(self.dtype)
+        resolve_device(self.device)  # a device torch cannot see is refused here, before anything loads
 
     def registry_options(self) -> RegistryOptions:
         return RegistryOptions(max_length=self.max_length, strict_length=self.strict_length,

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..devices import model_device
 from ..generation.decode import cache_kwarg
 from ..generation.prefix import BatchPrefix, PromptPrefix, prefix_unsupported
 from ..tasks.features import Feature, featurize, merge_single_token_candidates
@@ -83,7 +84,7 @@ def pad_rows(rows: list[list[int]], pad: int, left: bool = True) -> tuple[torch.
 def prefix_logits(model, rows: list[list[int]], prefixes: list[PromptPrefix], pad: int) -> list[torch.Tensor]:
     """Each row's logits [len(row), V] from its prompt's prefix (row 0's output left NaN: see the docstring)."""
     bos = [int(p.bos) for p in prefixes]
-    ids, mask = pad_rows([r[b:] for r, b in zip(rows, bos)], pad)
+    ids, mask = (x.to(model_device(model)) for x in pad_rows([r[b:] for r, b in zip(rows, bos)], pad))
     embeds, full_mask, positions, cache = BatchPrefix(list(prefixes)).inputs(model, ids, mask)
     out = model.run_backbone({"inputs_embeds": embeds, "attention_mask": full_mask, "position_ids": positions},
                              **{cache_kwarg(model.backbone): cache}, use_cache=True)
@@ -98,8 +99,8 @@ def prefix_logits(model, rows: list[list[int]], prefixes: list[PromptPrefix], pa
 @torch.no_grad()
 def recomputed_logits(model, rows: list[list[int]], prompts: torch.Tensor, pad: int) -> list[torch.Tensor]:
     """Each row's logits [len(row), V] with its prompt ([B, n, d]) in the input, as ``resprompt predict``."""
-    ids, mask = pad_rows(rows, pad)
-    logits = model(ids, mask, prompts=prompts).logits.float()
+    ids, mask = (x.to(model_device(model)) for x in pad_rows(rows, pad))
+    logits = model(ids, mask, prompts=prompts.to(ids.device)).logits.float()
     return [logits[i, ids.shape[1] - len(r):] for i, r in enumerate(rows)]
 
 
@@ -108,9 +109,9 @@ def row_scores(feature: Feature, target, logits: torch.Tensor) -> dict[int, floa
     if target is not None:  # merged: every candidate one token after the shared prefix
         last = logits[-1].log_softmax(-1)
         return {c: float(last[tok]) for c, tok in target}
-    ids = torch.tensor(feature.input_ids)
+    ids = torch.tensor(feature.input_ids, device=logits.device)
     logp = logits[:-1].log_softmax(-1).gather(-1, ids[1:].unsqueeze(-1)).squeeze(-1)
-    scored = torch.tensor(feature.score_mask[1:], dtype=torch.bool)  # selects (a NaN times 0 would stay NaN)
+    scored = torch.tensor(feature.score_mask[1:], dtype=torch.bool, device=logits.device)  # selects (a NaN times 0 would stay NaN)
     return {feature.candidate: float(logp[scored].sum() / scored.sum().clamp(min=1))}
 
 

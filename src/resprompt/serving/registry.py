@@ -87,13 +87,14 @@ class PromptRegistry:
         self._lock = threading.Lock()  # one writer at a time (scan, add, remove)
 
     @classmethod
-    def load(cls, model: str, prompts_dir: str | Path | None = None,
-             options: RegistryOptions | None = None) -> PromptRegistry:
-        """Loads the backbone ``model`` (BackboneError if it cannot) and the prompts in ``prompts_dir``."""
+    def load(cls, model: str, prompts_dir: str | Path | None = None, options: RegistryOptions | None = None,
+             device="cpu", dtype=None) -> PromptRegistry:
+        """Loads the backbone ``model`` (BackboneError if it cannot) in ``dtype`` (None: as the checkpoint
+        loads) onto ``device``, and the prompts in ``prompts_dir`` (their prompts and heads follow it)."""
         from ..backbones import load_backbone
 
-        backbone, tokenizer, _ = load_backbone(model, head="auto")
-        registry = cls(backbone, tokenizer, options)
+        backbone, tokenizer, _ = load_backbone(model, head="auto", dtype=dtype)
+        registry = cls(backbone.to(device), tokenizer, options)
         if prompts_dir is not None:
             registry.scan(prompts_dir)
         return registry

@@ -22,6 +22,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from ..devices import resolve_device, resolve_dtype
 from ..tasks.records import DataError
 from ..training.runconfig import ConfigError
 from ..version import __version__
@@ -201,7 +202,8 @@ def serve(cfg: ServeConfig) -> int:
         log.warning("listening on %s without --api-key-file: anyone who reaches this address can use the API",
                     cfg.host)
     sock = bind(cfg.host, cfg.port)
-    registry = PromptRegistry.load(cfg.model, folder, cfg.registry_options())
+    registry = PromptRegistry.load(cfg.model, folder, cfg.registry_options(), device=resolve_device(cfg.device),
+                                   dtype=resolve_dtype(cfg.dtype))
     if not registry.names():
         log.warning("no prompt in %s can be served yet; add folders and POST /v1/reload", folder)
     app = create_app(registry, cfg, api_key)

@@ -74,13 +74,14 @@ def resolve_task(cfg: TrainConfig, saved: dict | None = None):
     return user_task("custom", labels, fields, cfg.label_field)
 
 
-def prepare_backbone(cfg: TrainConfig, task=None):
-    """Loads ``(backbone, tokenizer, family, task)``: the backbone with the head ``task`` needs."""
+def prepare_backbone(cfg: TrainConfig, task=None, dtype=None):
+    """Loads ``(backbone, tokenizer, family, task)``: the backbone with the head ``task`` needs, in ``dtype``
+    (None: as the checkpoint loads)."""
     from ..backbones import load_backbone
 
     task = task or resolve_task(cfg)
     if isinstance(task, GenerativeTask):
-        backbone, tokenizer, family = load_backbone(cfg.model, head="auto")
+        backbone, tokenizer, family = load_backbone(cfg.model, head="auto", dtype=dtype)
         if family == "encoder":
             raise ConfigError(f"--model {cfg.model}: a generative task needs a decoder or seq2seq backbone with a "
                               "language-model head; this one is an encoder")
@@ -90,7 +91,7 @@ def prepare_backbone(cfg: TrainConfig, task=None):
             check_chat_template(tokenizer)
         return backbone, tokenizer, family, task
     num_labels = 2 if task.choice else task.num_labels
-    backbone, tokenizer, family = load_backbone(cfg.model, head="auto", num_labels=num_labels)
+    backbone, tokenizer, family = load_backbone(cfg.model, head="auto", num_labels=num_labels, dtype=dtype)
     return backbone, tokenizer, family, task
 
 
