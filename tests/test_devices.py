@@ -169,3 +169,28 @@ def test_decoder_registry_on_cuda_equals_the_cpu(tiny_model_dirs, tmp_path):
     assert [cpu[i]["text"] for i in (0, 2)] == [gpu[i]["text"] for i in (0, 2)]
     assert cpu[1]["label"] == gpu[1]["label"]
     assert all(abs(cpu[1]["scores"][k] - gpu[1]["scores"][k]) < 1e-4 for k in cpu[1]["scores"])
+
+
+def test_float16_keeps_the_prompts_fingerprint_check(tiny_model_dirs, tmp_path, capsys):
+    """Before: an fp32 checkpoint loaded as float16 rounds its embeddings otherwise than bfloat16 does, so
+    the fingerprint every saved prompt records differed and --dtype float16 refused them all."""
+    root = tmp_path / "prompts"
+    specs = standard_prompts(tiny_model_dirs["bert"], root)
+    registry = PromptRegistry.load(tiny_model_dirs["bert"], root, dtype=torch.float16)
+    assert registry.backbone.dtype == torch.float16 and registry.names() == sorted(specs)
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in specs["cb"][1]))
+    code = main(["predict", "--model", tiny_model_dirs["bert"], "--prompt", str(root / "cb"), "--input", str(src),
+                 "--output", str(out), "--dtype", "float16"])
+    assert code == 0, capsys.readouterr().err
+    # the remembered fingerprint is the one of the weights as loaded, not a constant
+    from resprompt.backbones import load_backbone
+    from resprompt.devices import place
+    from resprompt.io import embedding_fingerprint
+
+    backbone, _, _ = load_backbone(tiny_model_dirs["bert"])
+    before = embedding_fingerprint(backbone.get_input_embeddings())
+    place(backbone, torch.device("cpu"), torch.float16)
+    assert embedding_fingerprint(backbone.get_input_embeddings()) == before
+    other, _, _ = load_backbone(tiny_model_dirs["bert"])
+    assert embedding_fingerprint(other.get_input_embeddings().half()) != before  # float16 rounding differs

@@ -168,7 +168,7 @@ def _task_choice(args, saved) -> tuple[str, bool, bool]:
 
 def _eval_setup(args):
     """The prompt's model on its backbone, and the task to score it on (the prompt's own by default)."""
-    from .devices import resolve_device, resolve_dtype
+    from .devices import place, resolve_device, resolve_dtype
     from .formats import read_prompt
     from .model import ResidualPromptModel
     from .training.setup import prepare_backbone, resolve_task
@@ -186,8 +186,8 @@ def _eval_setup(args):
     if saved.task and not generative and list(saved.task.get("labels", [])) != list(task.labels):
         raise ConfigError(f"{saved.path}: the prompt was trained on {saved.task.get('name')} with labels "
                           f"{saved.task.get('labels')}; task {task.name} has labels {list(task.labels)}")
-    backbone, tokenizer, family, task = prepare_backbone(cfg, task, dtype=dtype)
-    model = ResidualPromptModel.from_pretrained(backbone.to(device), saved.path, tokenizer=tokenizer,
+    backbone, tokenizer, family, task = prepare_backbone(cfg, task)
+    model = ResidualPromptModel.from_pretrained(place(backbone, device, dtype), saved.path, tokenizer=tokenizer,
                                                 allow_mismatch=args.allow_backbone_mismatch)
     return cfg, model, tokenizer, family, task
 

@@ -13,6 +13,7 @@ import re
 
 import torch
 
+from .io import FINGERPRINT_ATTR, embedding_fingerprint
 from .training.runconfig import ConfigError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
@@ -52,6 +53,15 @@ def resolve_dtype(spec: str, where: str = "--dtype") -> torch.dtype | None:
     if text not in DTYPES:
         raise ConfigError(f"{where} must be one of {', '.join(DTYPES)}, got {spec!r}")
     return DTYPES[text]
+
+
+def place(backbone, device: torch.device, dtype: torch.dtype | None = None):
+    """``backbone`` moved to ``device`` and cast to ``dtype`` (None: left as loaded), its embedding
+    fingerprint taken first: prompts check the weights as the checkpoint holds them, not as rounded."""
+    embed = backbone.get_input_embeddings()
+    if dtype is not None and dtype != embed.weight.dtype:
+        setattr(embed, FINGERPRINT_ATTR, embedding_fingerprint(embed))
+    return backbone.to(device=device, dtype=dtype)
 
 
 def model_device(model) -> torch.device:

@@ -182,12 +182,20 @@ def embedding_rms(embedding: nn.Embedding) -> float:
     return float(embedding.weight.detach().float().pow(2).mean().sqrt())
 
 
+FINGERPRINT_ATTR = "resprompt_fingerprint"
+
+
 def embedding_fingerprint(embedding: nn.Embedding, rows: int = 64) -> str:
     """A short hash identifying an input-embedding matrix.
 
     Hashes the shape and ``rows`` evenly spaced rows rounded to bfloat16, so the same weights
-    loaded in fp32 or bf16 agree while another checkpoint almost surely differs.
+    loaded in fp32 or bf16 agree while another checkpoint almost surely differs. A backbone cast to
+    another precision after loading (``devices.place``; float16 would round differently) keeps the
+    fingerprint of the weights as loaded, in ``embedding.resprompt_fingerprint``.
     """
+    remembered = getattr(embedding, FINGERPRINT_ATTR, None)
+    if remembered is not None and rows == 64:
+        return remembered
     w = embedding.weight.detach()
     v, d = w.shape
     idx = torch.linspace(0, v - 1, steps=min(rows, v)).round().long()

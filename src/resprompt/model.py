@@ -341,7 +341,7 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
                            tokenizer=self.tokenizer, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
         if self.family == "seq2seq":
             start = torch.full_like(new[:, :1], self.backbone.config.decoder_start_token_id)
-            return torch.cat([start, new], dim=1)
+            return torch.cat([start, new], dim=1).to(input_ids.device)
         return torch.cat([input_ids, new.to(input_ids.device)], dim=1)
 
     # ------------------------------------------------------------------- files

@@ -111,8 +111,8 @@ def pool(hidden: torch.Tensor, text_mask: torch.Tensor, first: torch.Tensor, poo
     if pooling == "cls":
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
     if pooling == "mean":
-        m = text_mask.to(hidden.dtype).unsqueeze(-1)  # [B, L, 1]
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+        m = text_mask.float().unsqueeze(-1)  # [B, L, 1]; sums in float32 (bf16 counts stop at 256)
+        return ((hidden.float() * m).sum(1) / m.sum(1).clamp(min=1)).to(hidden.dtype)
     raise ValueError(f"pool: pooling={pooling!r} is computed by the backbone itself")
 
 

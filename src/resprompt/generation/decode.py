@@ -66,7 +66,7 @@ class _Stopper:
         if self.eos_id is not None:
             self.done |= last == self.eos_id
         if self.stop:
-            rows = torch.stack(tokens, 1)
+            rows = torch.stack(tokens, 1).cpu()  # one copy per step, not one per row
             for r in (~self.done).nonzero().flatten().tolist():
                 text = self.tokenizer.decode(rows[r].tolist(), skip_special_tokens=True)
                 if any(s in text for s in self.stop):

@@ -88,7 +88,7 @@ def prefix_logits(model, rows: list[list[int]], prefixes: list[PromptPrefix], pa
     embeds, full_mask, positions, cache = BatchPrefix(list(prefixes)).inputs(model, ids, mask)
     out = model.run_backbone({"inputs_embeds": embeds, "attention_mask": full_mask, "position_ids": positions},
                              **{cache_kwarg(model.backbone): cache}, use_cache=True)
-    t, logits = ids.shape[1], out.logits.float()
+    t, logits = ids.shape[1], out.logits  # the backbone's dtype: row_scores takes float32 of what it reads
     result = []
     for i, (row, b) in enumerate(zip(rows, bos)):
         own = logits[i, t - (len(row) - b):]
@@ -100,18 +100,20 @@ def prefix_logits(model, rows: list[list[int]], prefixes: list[PromptPrefix], pa
 def recomputed_logits(model, rows: list[list[int]], prompts: torch.Tensor, pad: int) -> list[torch.Tensor]:
     """Each row's logits [len(row), V] with its prompt ([B, n, d]) in the input, as ``resprompt predict``."""
     ids, mask = (x.to(model_device(model)) for x in pad_rows(rows, pad))
-    logits = model(ids, mask, prompts=prompts.to(ids.device)).logits.float()
+    logits = model(ids, mask, prompts=prompts.to(ids.device)).logits
     return [logits[i, ids.shape[1] - len(r):] for i, r in enumerate(rows)]
 
 
 def row_scores(feature: Feature, target, logits: torch.Tensor) -> dict[int, float]:
     """Mean log-likelihood of the row's candidate(s), as ``tasks.evaluation.decoder_scores``."""
     if target is not None:  # merged: every candidate one token after the shared prefix
-        last = logits[-1].log_softmax(-1)
-        return {c: float(last[tok]) for c, tok in target}
+        last = logits[-1].float().log_softmax(-1)
+        values = last[[tok for _, tok in target]].tolist()  # one device copy for all candidates
+        return {c: v for (c, _), v in zip(target, values)}
     ids = torch.tensor(feature.input_ids, device=logits.device)
-    logp = logits[:-1].log_softmax(-1).gather(-1, ids[1:].unsqueeze(-1)).squeeze(-1)
-    scored = torch.tensor(feature.score_mask[1:], dtype=torch.bool, device=logits.device)  # selects (a NaN times 0 would stay NaN)
+    logp = logits[:-1].float().log_softmax(-1).gather(-1, ids[1:].unsqueeze(-1)).squeeze(-1)
+    # selects (a NaN times 0 would stay NaN)
+    scored = torch.tensor(feature.score_mask[1:], dtype=torch.bool, device=logits.device)
     return {feature.candidate: float(logp[scored].sum() / scored.sum().clamp(min=1))}
 
 

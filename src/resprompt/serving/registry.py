@@ -92,9 +92,10 @@ class PromptRegistry:
         """Loads the backbone ``model`` (BackboneError if it cannot) in ``dtype`` (None: as the checkpoint
         loads) onto ``device``, and the prompts in ``prompts_dir`` (their prompts and heads follow it)."""
         from ..backbones import load_backbone
+        from ..devices import place
 
-        backbone, tokenizer, _ = load_backbone(model, head="auto", dtype=dtype)
-        registry = cls(backbone.to(device), tokenizer, options)
+        backbone, tokenizer, _ = load_backbone(model, head="auto")
+        registry = cls(place(backbone, device, dtype), tokenizer, options)
         if prompts_dir is not None:
             registry.scan(prompts_dir)
         return registry

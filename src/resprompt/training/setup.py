@@ -74,14 +74,13 @@ def resolve_task(cfg: TrainConfig, saved: dict | None = None):
     return user_task("custom", labels, fields, cfg.label_field)
 
 
-def prepare_backbone(cfg: TrainConfig, task=None, dtype=None):
-    """Loads ``(backbone, tokenizer, family, task)``: the backbone with the head ``task`` needs, in ``dtype``
-    (None: as the checkpoint loads)."""
+def prepare_backbone(cfg: TrainConfig, task=None):
+    """Loads ``(backbone, tokenizer, family, task)``: the backbone with the head ``task`` needs."""
     from ..backbones import load_backbone
 
     task = task or resolve_task(cfg)
     if isinstance(task, GenerativeTask):
-        backbone, tokenizer, family = load_backbone(cfg.model, head="auto", dtype=dtype)
+        backbone, tokenizer, family = load_backbone(cfg.model, head="auto")
         if family == "encoder":
             raise ConfigError(f"--model {cfg.model}: a generative task needs a decoder or seq2seq backbone with a "
                               "language-model head; this one is an encoder")
@@ -91,7 +90,7 @@ def prepare_backbone(cfg: TrainConfig, task=None, dtype=None):
             check_chat_template(tokenizer)
         return backbone, tokenizer, family, task
     num_labels = 2 if task.choice else task.num_labels
-    backbone, tokenizer, family = load_backbone(cfg.model, head="auto", num_labels=num_labels, dtype=dtype)
+    backbone, tokenizer, family = load_backbone(cfg.model, head="auto", num_labels=num_labels)
     return backbone, tokenizer, family, task
 
 
@@ -103,22 +102,19 @@ def _fewglue_dir(cfg: TrainConfig):
     return folder
 
 
-def _user_file(cfg: TrainConfig, split: str) -> str:
-    path = cfg.train_file if split == "train" else cfg.eval_file
-    if not path:
-        raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
-    return path
-
-
 def _records(cfg: TrainConfig, task, split: str, source: str):
     if isinstance(task, GenerativeTask):
-        path = _user_file(cfg, split)
+        path = cfg.train_file if split == "train" else cfg.eval_file
+        if not path:
+            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
         records = data_mod.read_records(path)
         if not records:
             raise DataError(f"{path}: no records (empty file)")
         return records, str(path)
     if isinstance(task, UserTask):
-        path = _user_file(cfg, split)
+        path = cfg.train_file if split == "train" else cfg.eval_file
+        if not path:
+            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
         fields = list(task.text_fields)
         label = task.label_field if split == "train" else None  # evaluation files may lack labels
         return data_mod.load_user_records(path, text_fields=fields, label_field=label), str(path)
