@@ -200,7 +200,7 @@ def test_refused_folders_are_skipped_with_their_reason(prompts, tiny_model_dirs,
     shutil.copytree(root / "cb", folder / "odd")  # a task kind no handler serves
     meta["task"] = {"name": "rank", "kind": "ranking"}
     (folder / "odd" / META_FILE).write_text(json.dumps(meta))
-    make_ours(tiny_model_dirs["bert"], folder / "copa", get_task("COPA"), n=2)
+    make_ours(tiny_model_dirs["bert"], folder / "record", get_task("ReCoRD"), n=2)
     shutil.copytree(root / "peft-boolq", folder / "no-task")
     (folder / "no-task" / TASK_FILE).unlink()
     shutil.copytree(root / "cb", folder / "broken")
@@ -210,10 +210,10 @@ def test_refused_folders_are_skipped_with_their_reason(prompts, tiny_model_dirs,
     registry = PromptRegistry(*load_backbone(tiny_model_dirs["bert"])[:2])
     report = registry.scan(folder)
     assert report.served == ["cb"] and registry.names() == ["cb"]
-    assert set(report.skipped) == {"gen", "odd", "copa", "no-task", "broken", "bad name"}
+    assert set(report.skipped) == {"gen", "odd", "record", "no-task", "broken", "bad name"}
     assert "task kind 'ranking' is not served (served kinds: classification, generation)" in report.skipped["odd"]
     assert "a generative prompt needs a decoder or seq2seq backbone" in report.skipped["gen"]
-    assert "several rows" in report.skipped["copa"]
+    assert "several rows with a variable number of answers" in report.skipped["record"]
     assert TASK_FILE in report.skipped["no-task"]
     assert "prompt.safetensors" in report.skipped["broken"]
     assert "invalid" in report.skipped["bad name"]
@@ -251,3 +251,39 @@ def test_real_minilm_mixed_batch_equals_each_prompt_alone(tmp_path):
     registry = PromptRegistry.load("minilm", root)
     assert registry.get("cb").model.pooling == "mean"
     assert_equal_to_alone(registry, specs, "minilm", root)
+
+
+def test_copa_on_an_encoder_names_the_choice_resprompt_predict_picks(prompts, tiny_model_dirs, tmp_path, capsys):
+    """A COPA record is two rows (one per choice), batched with other prompts' rows; its label is the
+    choice `resprompt predict` picks and its scores the logit differences `evaluation.predict` gives."""
+    root, specs = prompts
+    folder = tmp_path / "p"
+    shutil.copytree(root / "cb", folder / "cb")
+    task = get_task("COPA")
+    make_ours(tiny_model_dirs["bert"], folder / "copa", task, n=3, seed=5)
+    registry = PromptRegistry.load(tiny_model_dirs["bert"], folder)
+    assert registry.names() == ["cb", "copa"]
+    assert [p["labels"] for p in registry.info()] == [list(get_task("CB").labels), ["choice1", "choice2"]]
+    copa, cb = jsonl("COPA"), specs["cb"][1]
+    pairs = [("copa", r) for r in copa] + [("cb", r) for r in cb]
+    random.Random(3).shuffle(pairs)
+    got = registry.predict(pairs)
+    src, out = tmp_path / "copa.jsonl", tmp_path / "out.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in copa))
+    assert main(["predict", "--model", tiny_model_dirs["bert"], "--prompt", str(folder / "copa"), "--input", str(src),
+                 "--output", str(out)]) == 0
+    capsys.readouterr()
+    picked = {line["idx"]: line["label"] for line in map(json.loads, out.read_text().splitlines())}
+    backbone, tok, family = load_backbone(tiny_model_dirs["bert"], num_labels=2)
+    model = ResidualPromptModel.from_pretrained(backbone, folder / "copa", tokenizer=tok)
+    instances = task.instances(copa, family, "copa")
+    feats = featurize(instances, tok, family, 256, train=False)
+    diffs = evaluation.predict(model, task, family, instances, feats, tok, 4)  # per choice: logit True - False
+    served = [(r, p) for (name, r), p in zip(pairs, got) if name == "copa"]
+    assert len(served) == len(copa)
+    for record, prediction in served:
+        k = copa.index(record)
+        assert prediction["label"] == f"choice{picked[record['idx']] + 1}"
+        expected = [diffs[2 * k], diffs[2 * k + 1]]
+        assert [prediction["scores"]["choice1"], prediction["scores"]["choice2"]] == pytest.approx(expected, abs=1e-5)
+    assert len({p["label"] for _, p in served}) == 2  # both choices occur: the check is not one-sided

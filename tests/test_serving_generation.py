@@ -174,3 +174,29 @@ def test_decoder_classification_mixed_batch_equals_each_prompt_alone(model_dirs,
             assert prediction["label"] == task.labels[best[i]]
     used = [p for m, p in HANDLERS["classification"].prefix.items() if m in {registry.get(n).model for n in tasks}]
     assert len(used) == 3 and all(p is not None for p in used)  # every prompt served from its KV prefix
+
+
+def test_copa_on_a_decoder_scores_each_choice_as_a_continuation(model_dirs, tmp_path):
+    from resprompt.tasks.evaluation import best_candidates, decoder_scores
+    from resprompt.tasks.features import featurize
+    from resprompt.tasks.superglue import get_task
+    from serving_prompts import jsonl
+
+    copa, cb = get_task("COPA"), get_task("CB")
+    _prompt_folder(model_dirs["llama"], tmp_path / "p" / "copa", copa, 4, 7)
+    _prompt_folder(model_dirs["llama"], tmp_path / "p" / "cb", cb, 3, 8)
+    registry = PromptRegistry.load(model_dirs["llama"], tmp_path / "p")
+    assert registry.names() == ["cb", "copa"]
+    records = jsonl("COPA")
+    pairs = [("copa", r) for r in records] + [("cb", r) for r in jsonl("CB")[:3]]
+    got = registry.predict(pairs)
+    model = registry.get("copa").model
+    instances = copa.instances([{**r, "__file__": "x", "__line__": i} for i, r in enumerate(records)], "decoder", "x")
+    feats = featurize(instances, model.tokenizer, "decoder", model.max_text_length, train=False)
+    alone = decoder_scores(model, feats, model.tokenizer.pad_token_id, 8)
+    best = best_candidates(alone)
+    for i, prediction in enumerate(got[:len(records)]):
+        assert list(prediction["scores"]) == ["choice1", "choice2"]
+        assert list(prediction["scores"].values()) == pytest.approx([alone[(i, 0)], alone[(i, 1)]], abs=1e-5)
+        assert prediction["label"] == f"choice{best[i] + 1}"
+    assert all(p["label"] in cb.labels for p in got[len(records):])

@@ -10,7 +10,10 @@ A record becomes model inputs exactly as ``resprompt predict`` makes them: ``tas
   computed from each prompt's KV prefix (``decoder_scoring``).
 
 Served: tasks that turn one record into one instance (BoolQ, CB, RTE, WiC, WSC, AX-b, AX-g and the
-user's own); choice tasks (COPA, ReCoRD) and MultiRC expand a record into several instances and are
+user's own), and COPA, whose prediction names a choice (``choice1`` / ``choice2``): on encoders a
+record is two rows (premise + question with each choice) scored as ``resprompt predict`` scores them,
+logit of "True" minus logit of "False", the rows batched with everyone else's; on decoders each
+choice is a candidate continuation. ReCoRD and MultiRC (a variable number of answers per record) are
 refused at load, as are classification prompts on seq2seq backbones.
 """
 
@@ -24,11 +27,11 @@ from torch import nn
 
 from ..tasks.features import Feature, collate, featurize
 from ..tasks.records import DataError
-from ..tasks.superglue import ClassTask, task_from_metadata
+from ..tasks.superglue import ClassTask, COPATask, task_from_metadata
 from .config import RegistryOptions
 from .decoder_scoring import DecoderRow, PrefixCache, decoder_row, score_rows
 from .mixed import encoder_logits
-from .prompts import LoadedPrompt, PromptSkipped
+from .prompts import LoadedPrompt, PromptSkipped, served_labels
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,19 @@ class ClassRow:
     @property
     def length(self) -> int:
         return len(self.feature.input_ids) + self.prompt.model.num_tokens
+
+
+@dataclass(frozen=True)
+class ChoiceRow:
+    """One COPA record of an encoder prompt: one row per choice."""
+
+    prompt: LoadedPrompt
+    choices: tuple[ClassRow, ...]
+
+
+def servable(task) -> bool:
+    """One-row classification tasks, and COPA (two fixed choices); not ReCoRD or MultiRC (answers vary)."""
+    return isinstance(task, COPATask) or (isinstance(task, ClassTask) and not task.is_choice)
 
 
 def head_outputs(model) -> int | None:
@@ -74,9 +90,10 @@ class ClassificationHandler:
             raise PromptSkipped(f"{prompt.path}: classification is served on encoder sequence classifiers and on "
                                 f"decoder language models; this backbone is a {model.family} "
                                 f"({type(model.backbone).__name__})")
-        if not isinstance(task, ClassTask) or task.is_choice:
-            raise PromptSkipped(f"{prompt.path}: task {task.name} turns one record into several rows (choices or "
-                                "answers); the server answers one label per record and serves one-row tasks only")
+        if not servable(task):
+            raise PromptSkipped(f"{prompt.path}: task {task.name} turns one record into several rows with a "
+                                "variable number of answers; the server answers one label per record (COPA and "
+                                "one-row tasks only)")
         if decoder_lm:
             return  # labels are scored as verbalisations: no head
         outputs = head_outputs(model)
@@ -84,13 +101,17 @@ class ClassificationHandler:
             raise PromptSkipped(f"{prompt.path}: the prompt's head has {outputs} outputs but task {task.name} has "
                                 f"{task.num_labels} labels {list(task.labels)}")
 
-    def prepare(self, prompt: LoadedPrompt, record: dict, where: str, options: RegistryOptions) -> ClassRow:
-        """The record as one row; DataError naming ``where`` for a bad record (or, strict, a long one)."""
+    def prepare(self, prompt: LoadedPrompt, record: dict, where: str,
+                options: RegistryOptions) -> ClassRow | ChoiceRow | DecoderRow:
+        """The record as its row(s); DataError naming ``where`` for a bad record (or, strict, a long one)."""
         model = prompt.model
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected an object, got {type(record).__name__}")
         record = {**record, "__file__": "request", "__line__": where}
-        (instance,) = prompt.task.instances([record], model.family, "request")
+        instances = prompt.task.instances([record], model.family, "request")
+        if len(instances) > 1:  # COPA on an encoder: one row per choice
+            return ChoiceRow(prompt, tuple(self._encoder_row(prompt, inst, where, options) for inst in instances))
+        (instance,) = instances
         max_len = min(options.max_length, model.max_text_length)
         if model.family == "decoder":
             row = decoder_row(prompt, instance, max_len)
@@ -98,6 +119,12 @@ class ClassificationHandler:
                 raise DataError(f"request:{where}: the text is longer than the {max_len} tokens this prompt takes "
                                 "(the server runs with --strict-length)")
             return row
+        return self._encoder_row(prompt, instance, where, options)
+
+    @staticmethod
+    def _encoder_row(prompt: LoadedPrompt, instance, where: str, options: RegistryOptions) -> ClassRow:
+        model = prompt.model
+        max_len = min(options.max_length, model.max_text_length)
         if options.strict_length:
             full = len(model.tokenizer(instance.text_a, instance.text_b)["input_ids"])
             if full > max_len:
@@ -106,20 +133,32 @@ class ClassificationHandler:
         (feature,) = featurize([instance], model.tokenizer, model.family, max_len, train=False)
         return ClassRow(prompt, feature)
 
-    def run(self, rows: Sequence[ClassRow | DecoderRow], options: RegistryOptions) -> list[dict]:
-        """Predictions for ``rows``, in order (encoder rows and decoder rows each batched together)."""
+    def run(self, rows: Sequence[ClassRow | ChoiceRow | DecoderRow], options: RegistryOptions) -> list[dict]:
+        """Predictions for ``rows``, in order (encoder rows, COPA's choices among them, and decoder rows
+        each batched together)."""
         out: list[dict | None] = [None] * len(rows)
-        enc = [i for i, r in enumerate(rows) if isinstance(r, ClassRow)]
-        for chunk in _chunks([rows[i] for i in enc], options):
-            for k, prediction in zip(chunk, _forward([rows[enc[k]] for k in chunk])):
-                out[enc[k]] = prediction
+        units = [(i, None, r) for i, r in enumerate(rows) if isinstance(r, ClassRow)]
+        units += [(i, j, c) for i, r in enumerate(rows) if isinstance(r, ChoiceRow) for j, c in enumerate(r.choices)]
+        logits: list[torch.Tensor | None] = [None] * len(units)
+        for chunk in _chunks([u[2] for u in units], options):
+            for k, value in zip(chunk, _forward([units[k][2] for k in chunk])):
+                logits[k] = value
+        choice_scores: dict[int, list[float]] = {}
+        for (i, j, row), value in zip(units, logits):
+            if j is None:
+                out[i] = _prediction(row.prompt.task.labels, value)
+            else:  # as resprompt predict scores a choice: logit of "True" minus logit of "False"
+                choice_scores.setdefault(i, [0.0] * len(rows[i].choices))[j] = float(value[1] - value[0])
+        for i, scores in choice_scores.items():
+            out[i] = _prediction(served_labels(rows[i].prompt.task), torch.tensor(scores))
         by: dict[int, list[int]] = {}
         for i, r in enumerate(rows):
             if isinstance(r, DecoderRow):
                 by.setdefault(id(r.prompt) if options.group_by_prompt else 0, []).append(i)
         for group in by.values():
             for i, scores in zip(group, score_rows([rows[i] for i in group], self.prefix, options.max_batch_size)):
-                out[i] = _prediction(rows[i].prompt.task.labels, torch.tensor([scores[c] for c in range(len(scores))]))
+                names = served_labels(rows[i].prompt.task)
+                out[i] = _prediction(names, torch.tensor([scores[c] for c in range(len(scores))]))
         return out
 
 
@@ -136,8 +175,9 @@ def _chunks(rows: Sequence[ClassRow], options: RegistryOptions) -> list[list[int
     return [g[s: s + size] for g in groups for s in range(0, len(g), size)]
 
 
-def _forward(rows: Sequence[ClassRow]) -> list[dict]:
-    """One backbone forward over ``rows`` (any mix of prompts on one backbone)."""
+def _forward(rows: Sequence[ClassRow]) -> list[torch.Tensor]:
+    """Each row's logits [C] (float32, on the CPU) from one backbone forward over ``rows`` (any mix of
+    prompts on one backbone)."""
     parts: dict[int, list[int]] = {}
     for i, row in enumerate(rows):
         parts.setdefault(id(row.prompt), []).append(i)
@@ -149,11 +189,11 @@ def _forward(rows: Sequence[ClassRow]) -> list[dict]:
         device = model.backbone.get_input_embeddings().weight.device
         batches.append((model, {k: v.to(device) for k, v in batch.items()
                                 if k in ("input_ids", "attention_mask", "token_type_ids")}))
-    out: list[dict | None] = [None] * len(rows)
+    out: list[torch.Tensor | None] = [None] * len(rows)
     for idx, logits in zip(parts.values(), encoder_logits(batches)):
         logits = logits.float().cpu()  # one copy per prompt, not one per value
         for row, i in enumerate(idx):
-            out[i] = _prediction(rows[i].prompt.task.labels, logits[row])
+            out[i] = logits[row]
     return out
 
 

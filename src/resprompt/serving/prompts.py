@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..formats import SavedPrompt, prompt_folder
+from ..tasks.superglue import COPATask
 
 if TYPE_CHECKING:
     from ..model import ResidualPromptModel
 
 TASK_FILE = "resprompt_task.json"
+COPA_CHOICES = ("choice1", "choice2")  # what a served COPA prediction names: the record's two fields
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -49,10 +51,18 @@ class LoadedPrompt:
 
     def info(self) -> dict:
         backbone = getattr(self.model.backbone.config, "_name_or_path", "") or type(self.model.backbone).__name__
-        labels = list(getattr(self.task, "labels", None) or [])  # a generation task has none
+        labels = list(served_labels(self.task))
         return {"name": self.name, "kind": self.kind, "task": self.task.name, "labels": labels,
                 "num_tokens": self.model.num_tokens, "backbone": backbone, "format": self.format,
                 "placement": self.model.placement_mode, "pooling": self.model.pooling}
+
+
+def served_labels(task) -> tuple[str, ...]:
+    """The names a prediction's label and scores use: the task's labels; COPA's two choice fields (its
+    task labels are the binary classes of one choice); none for a generation task."""
+    if isinstance(task, COPATask):
+        return COPA_CHOICES
+    return tuple(getattr(task, "labels", None) or ())
 
 
 def check_name(name: str) -> None:
