@@ -137,20 +137,7 @@ class ClassificationHandler:
         """Predictions for ``rows``, in order (encoder rows, COPA's choices among them, and decoder rows
         each batched together)."""
         out: list[dict | None] = [None] * len(rows)
-        units = [(i, None, r) for i, r in enumerate(rows) if isinstance(r, ClassRow)]
-        units += [(i, j, c) for i, r in enumerate(rows) if isinstance(r, ChoiceRow) for j, c in enumerate(r.choices)]
-        logits: list[torch.Tensor | None] = [None] * len(units)
-        for chunk in _chunks([u[2] for u in units], options):
-            for k, value in zip(chunk, _forward([units[k][2] for k in chunk])):
-                logits[k] = value
-        choice_scores: dict[int, list[float]] = {}
-        for (i, j, row), value in zip(units, logits):
-            if j is None:
-                out[i] = _prediction(row.prompt.task.labels, value)
-            else:  # as resprompt predict scores a choice: logit of "True" minus logit of "False"
-                choice_scores.setdefault(i, [0.0] * len(rows[i].choices))[j] = float(value[1] - value[0])
-        for i, scores in choice_scores.items():
-            out[i] = _prediction(served_labels(rows[i].prompt.task), torch.tensor(scores))
+        _run_encoder(rows, options, out)
         by: dict[int, list[int]] = {}
         for i, r in enumerate(rows):
             if isinstance(r, DecoderRow):
@@ -160,6 +147,25 @@ class ClassificationHandler:
                 names = served_labels(rows[i].prompt.task)
                 out[i] = _prediction(names, torch.tensor([scores[c] for c in range(len(scores))]))
         return out
+
+
+def _run_encoder(rows: Sequence, options: RegistryOptions, out: list) -> None:
+    """Fills ``out[i]`` for the encoder rows: one unit per ClassRow and per choice of a ChoiceRow, all
+    batched together, a ChoiceRow's choices then folded into one prediction."""
+    units = [(i, None, r) for i, r in enumerate(rows) if isinstance(r, ClassRow)]
+    units += [(i, j, c) for i, r in enumerate(rows) if isinstance(r, ChoiceRow) for j, c in enumerate(r.choices)]
+    logits: list[torch.Tensor | None] = [None] * len(units)
+    for chunk in _chunks([u[2] for u in units], options):
+        for k, value in zip(chunk, _forward([units[k][2] for k in chunk])):
+            logits[k] = value
+    choice_scores: dict[int, list[float]] = {}
+    for (i, j, row), value in zip(units, logits):
+        if j is None:
+            out[i] = _prediction(row.prompt.task.labels, value)
+        else:  # as resprompt predict scores a choice: logit of "True" minus logit of "False"
+            choice_scores.setdefault(i, [0.0] * len(rows[i].choices))[j] = float(value[1] - value[0])
+    for i, scores in choice_scores.items():
+        out[i] = _prediction(served_labels(rows[i].prompt.task), torch.tensor(scores))
 
 
 def _chunks(rows: Sequence[ClassRow], options: RegistryOptions) -> list[list[int]]:
