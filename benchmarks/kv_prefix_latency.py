@@ -1,7 +1,8 @@
 """Latency per request of a decoder prompt served from its KV prefix vs recomputed, and vs the bare backbone.
 
 SmolLM2-135M, a folded prompt of n vectors (n = 10 and 100), requests of 32 input tokens, one
-request at a time. Three ways, timed interleaved in one process (rounds alternate the order):
+request at a time (``--batch B``: B requests of the same prompt served together, as the server's
+batches are; the ratios are then per batch, i.e. per request). Three ways, timed interleaved in one process (rounds alternate the order):
 
 - recomputed: [BOS, prompt, text] through the backbone at every request (then the KV cache of
   generation itself, as ``generate_ids`` always uses it);
@@ -44,7 +45,7 @@ def timed(fn) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def measure(model, n: int, rounds: int, text_len: int, new_tokens: int) -> dict:
+def measure(model, n: int, rounds: int, text_len: int, new_tokens: int, batch: int = 1) -> dict:
     import torch
 
     from resprompt.generation.config import GenerationConfig
@@ -57,16 +58,16 @@ def measure(model, n: int, rounds: int, text_len: int, new_tokens: int) -> dict:
     bos = model.tokenizer.bos_token_id
     config = GenerationConfig(max_new_tokens=new_tokens)
     build_s, prefix = timed(lambda: PromptPrefix.build(model, prompt))
-    batch_prefix = BatchPrefix([prefix])
+    batch_prefix = BatchPrefix([prefix] * batch)
     embed = model.backbone.get_input_embeddings()
 
     def positions(ids):
-        return torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
+        return torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand(ids.shape[0], -1)
     times = {"recomputed": [], "prefix": [], "bare": []}
     mismatches = 0
     for r in range(rounds):
-        text = torch.randint(100, 40000, (1, text_len), generator=g).to(device)
-        full = torch.cat([torch.tensor([[bos]], device=device), text], dim=1)
+        text = torch.randint(100, 40000, (batch, text_len), generator=g).to(device)
+        full = torch.cat([torch.full((batch, 1), bos, device=device), text], dim=1)
         ways = {
             "recomputed": lambda full=full: generate_ids(model, full, prompts=prompt, config=config, eos_token_id=-1),
             "prefix": lambda text=text: generate_ids(model, text, prefix=batch_prefix, config=config, eos_token_id=-1),
@@ -80,7 +81,7 @@ def measure(model, n: int, rounds: int, text_len: int, new_tokens: int) -> dict:
             times[name].append(t)
         mismatches += int(not torch.equal(outs["recomputed"], outs["prefix"]))
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"n": n, "new_tokens": new_tokens, "median_s": {k: round(v, 4) for k, v in med.items()},
+    return {"n": n, "new_tokens": new_tokens, "batch": batch, "median_s": {k: round(v, 4) for k, v in med.items()},
             "prefix_over_recomputed": round(med["prefix"] / med["recomputed"], 3),
             "prefix_over_bare": round(med["prefix"] / med["bare"], 3), "prefix_build_s": round(build_s, 4),
             "greedy_mismatches": mismatches}
@@ -92,6 +93,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text-len", type=int, default=32)
+    ap.add_argument("--lengths", default="10,100", help="prompt lengths n, comma-separated")
+    ap.add_argument("--batch", type=int, default=1, help="requests served together in one batch (same prompt)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "kv_prefix_latency.json"))
     ap.add_argument("--device", default="cpu", help="auto, cpu, cuda, cuda:N or mps")
     ap.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
@@ -111,14 +114,14 @@ def main() -> int:
     backbone.to(resolve_device(a.device))
     results = []
     with torch.no_grad():
-        for n in (10, 100):
+        for n in (int(x) for x in a.lengths.split(",")):
             model = ResidualPromptModel(backbone, ResidualPromptConfig(num_tokens=n), tokenizer=tokenizer).eval()
             for new_tokens in (1, 8):
-                measure(model, n, 2, a.text_len, new_tokens)  # warm-up
-                results.append(measure(model, n, a.rounds, a.text_len, new_tokens))
+                measure(model, n, 2, a.text_len, new_tokens, a.batch)  # warm-up
+                results.append(measure(model, n, a.rounds, a.text_len, new_tokens, a.batch))
                 print(json.dumps(results[-1]))
     out = {"command": " ".join(["python", "benchmarks/kv_prefix_latency.py", *sys.argv[1:]]), "model": a.model,
-           "threads": a.threads, "device": a.device, "dtype": str(backbone.dtype), "text_tokens": a.text_len, "rounds": a.rounds, "results": results}
+           "threads": a.threads, "device": a.device, "dtype": str(backbone.dtype), "text_tokens": a.text_len, "batch": a.batch, "rounds": a.rounds, "results": results}
     write_json(a.json, out)
     return 1 if any(r["greedy_mismatches"] for r in results) else 0
 
