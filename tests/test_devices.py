@@ -194,3 +194,17 @@ def test_float16_keeps_the_prompts_fingerprint_check(tiny_model_dirs, tmp_path, 
     assert embedding_fingerprint(backbone.get_input_embeddings()) == before
     other, _, _ = load_backbone(tiny_model_dirs["bert"])
     assert embedding_fingerprint(other.get_input_embeddings().half()) != before  # float16 rounding differs
+
+
+def test_place_keeps_the_modules_the_architecture_keeps_in_float32(tiny_model_dirs):
+    """Before: casting after loading made T5's `wo` layers float16 too (they overflow there), where
+    `from_pretrained(dtype=float16)` keeps them float32."""
+    from resprompt.backbones import load_backbone
+    from resprompt.devices import place
+
+    loaded, _, _ = load_backbone(tiny_model_dirs["t5"], dtype=torch.float16)
+    expected = {name: p.dtype for name, p in loaded.named_parameters()}
+    assert torch.float32 in expected.values() and torch.float16 in expected.values()  # the check can fail
+    backbone, _, _ = load_backbone(tiny_model_dirs["t5"])
+    place(backbone, torch.device("cpu"), torch.float16)
+    assert {name: p.dtype for name, p in backbone.named_parameters()} == expected

@@ -287,3 +287,19 @@ def test_copa_on_an_encoder_names_the_choice_resprompt_predict_picks(prompts, ti
         expected = [diffs[2 * k], diffs[2 * k + 1]]
         assert [prediction["scores"]["choice1"], prediction["scores"]["choice2"]] == pytest.approx(expected, abs=1e-5)
     assert len({p["label"] for _, p in served}) == 2  # both choices occur: the check is not one-sided
+
+
+def test_copa_accepts_its_served_labels_back(tiny_model_dirs, tmp_path):
+    """Before: a record echoing a served label ("choice2") was refused, and a PEFT adapter whose sidecar
+    gave COPA's served labels was skipped ("trained with labels ['choice1', 'choice2']")."""
+    folder = tmp_path / "p"
+    make_stock_peft(tiny_model_dirs["bert"], folder / "copa", get_task("COPA"), n=3, seed=2)
+    (folder / "copa" / TASK_FILE).write_text(json.dumps({"name": "COPA", "labels": ["choice1", "choice2"]}))
+    registry = PromptRegistry.load(tiny_model_dirs["bert"], folder)
+    assert registry.names() == ["copa"]
+    record = jsonl("COPA")[0]
+    plain = registry.predict([("copa", record)])[0]
+    echoed = registry.predict([("copa", {**record, "label": plain["label"]})])[0]
+    assert echoed == plain
+    with pytest.raises(DataError, match="label"):
+        registry.predict([("copa", {**record, "label": "choice3"})])

@@ -9,6 +9,7 @@ Training places the model through Accelerate instead (``--mixed-precision``).
 
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
@@ -16,6 +17,7 @@ import torch
 from .io import FINGERPRINT_ATTR, embedding_fingerprint
 from .training.runconfig import ConfigError
 
+log = logging.getLogger(__name__)
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,13 +57,32 @@ def resolve_dtype(spec: str, where: str = "--dtype") -> torch.dtype | None:
     return DTYPES[text]
 
 
-def place(backbone, device: torch.device, dtype: torch.dtype | None = None):
+def place(backbone, device: torch.device | str, dtype: torch.dtype | None = None):
     """``backbone`` moved to ``device`` and cast to ``dtype`` (None: left as loaded), its embedding
     fingerprint taken first: prompts check the weights as the checkpoint holds them, not as rounded."""
-    embed = backbone.get_input_embeddings()
+    device, embed = torch.device(device), backbone.get_input_embeddings()
     if dtype is not None and dtype != embed.weight.dtype:
         setattr(embed, FINGERPRINT_ATTR, embedding_fingerprint(embed))
-    return backbone.to(device=device, dtype=dtype)
+    if dtype in (torch.float16, torch.bfloat16) and device.type == "cpu":
+        log.warning("--dtype %s on the CPU: 16-bit matrix products run much slower there than float32 "
+                    "(it saves memory only)", str(dtype).removeprefix("torch."))
+    backbone = backbone.to(device=device, dtype=dtype)
+    if dtype is not None:
+        _keep_fp32(backbone, dtype)
+    return backbone
+
+
+def _keep_fp32(backbone, dtype: torch.dtype) -> None:
+    """Modules the architecture keeps in float32 (T5's feed-forward output overflows in float16), as
+    ``from_pretrained(dtype=...)`` keeps them."""
+    names = set(getattr(backbone, "_keep_in_fp32_modules_strict", None) or ())
+    if dtype == torch.float16:
+        names |= set(getattr(backbone, "_keep_in_fp32_modules", None) or ())
+    if not names:
+        return
+    for name, module in backbone.named_modules():
+        if any(part in names for part in name.split(".")):
+            module.float()
 
 
 def model_device(model) -> torch.device:

@@ -78,8 +78,9 @@ class ClassificationHandler:
             task = task_from_metadata(meta, where)
         except DataError as e:
             raise PromptSkipped(str(e)) from None
-        if meta.get("labels") is not None and list(meta["labels"]) != list(task.labels):
-            raise PromptSkipped(f"{where}: the prompt was trained with labels {meta['labels']}; task {task.name} "
+        given = meta.get("labels")
+        if given is not None and list(given) not in (list(task.labels), list(served_labels(task))):
+            raise PromptSkipped(f"{where}: the prompt was trained with labels {given}; task {task.name} "
                                 f"has labels {list(task.labels)}")
         return task
 
@@ -108,9 +109,13 @@ class ClassificationHandler:
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected an object, got {type(record).__name__}")
         record = {**record, "__file__": "request", "__line__": where}
+        names = served_labels(prompt.task)
+        if isinstance(prompt.task, COPATask) and record.get("label") in names:  # a served answer sent back
+            record["label"] = names.index(record["label"])
         instances = prompt.task.instances([record], model.family, "request")
         if len(instances) > 1:  # COPA on an encoder: one row per choice
-            return ChoiceRow(prompt, tuple(self._encoder_row(prompt, inst, where, options) for inst in instances))
+            return ChoiceRow(prompt, tuple(self._encoder_row(prompt, inst, f"{where} ({names[j]})", options)
+                                           for j, inst in enumerate(instances)))
         (instance,) = instances
         max_len = min(options.max_length, model.max_text_length)
         if model.family == "decoder":
