@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..devices import model_device
 from ..tasks.features import Feature, collate, featurize
 from ..tasks.records import DataError
 from ..tasks.superglue import ClassTask, COPATask, task_from_metadata
@@ -197,7 +198,7 @@ def _forward(rows: Sequence[ClassRow]) -> list[torch.Tensor]:
         model = rows[idx[0]].prompt.model
         pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
         batch = collate([rows[i].feature for i in idx], pad, "encoder")
-        device = model.backbone.get_input_embeddings().weight.device
+        device = model_device(model)
         batches.append((model, {k: v.to(device) for k, v in batch.items()
                                 if k in ("input_ids", "attention_mask", "token_type_ids")}))
     out: list[torch.Tensor | None] = [None] * len(rows)
