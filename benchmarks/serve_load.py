@@ -5,7 +5,8 @@ temporary folder), served by `resprompt serve` in a subprocess on 127.0.0.1, twi
 all prompts in one forward) and with ``--group-by-prompt`` (the same batches, one forward per
 prompt). Each time 16 concurrent clients (httpx, one connection each) send one-record requests for
 a uniformly drawn prompt, back to back, for ``--seconds`` after a warm-up (or ``--max-requests``).
-Prints throughput, p50 / p99 latency and errors of both, and the throughput ratio mixed / grouped
+Prints throughput, p50 / p99 latency and errors of both (warm-up errors counted apart; any error
+makes the exit status 1), and the throughput ratio mixed / grouped
 (target >= 2; see the result's note for what a one-core CPU makes of it).
 
     python benchmarks/serve_load.py --json benchmarks/results/serve_load.json
@@ -65,12 +66,12 @@ async def load(url: str, names: list[str], pool: list[str], clients: int, second
                warmup_s: float) -> dict:
     """``clients`` closed-loop clients; latencies of requests started after the warm-up."""
     rng = random.Random(0)
-    latencies, errors, done = [], 0, 0
+    latencies, errors, warmup_errors, done = [], 0, 0, 0
     start = time.perf_counter()
     stop_at = start + warmup_s + seconds
 
     async def client(c: httpx.AsyncClient) -> None:
-        nonlocal errors, done
+        nonlocal errors, warmup_errors, done
         while time.perf_counter() < stop_at and done < max_requests:
             body = {"prompt": rng.choice(names), "inputs": [{"text": rng.choice(pool)}]}
             t0 = time.perf_counter()
@@ -84,6 +85,8 @@ async def load(url: str, names: list[str], pool: list[str], clients: int, second
                 latencies.append(t1 - t0)
                 done += 1
                 errors += not ok
+            else:
+                warmup_errors += not ok
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
@@ -91,7 +94,7 @@ async def load(url: str, names: list[str], pool: list[str], clients: int, second
         await asyncio.gather(*(client(c) for _ in range(clients)))
         wall = time.perf_counter() - max(measure_from, start + warmup_s)
     lat = sorted(latencies)
-    return {"requests": len(lat), "errors": errors, "seconds": wall, "throughput_rps": len(lat) / wall,
+    return {"requests": len(lat), "errors": errors, "warmup_errors": warmup_errors, "seconds": wall, "throughput_rps": len(lat) / wall,
             "p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))]}
 
 
@@ -147,6 +150,10 @@ def main() -> int:
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+    failed = {m: r["errors"] + r["warmup_errors"] for m, r in results.items() if r["errors"] + r["warmup_errors"]}
+    if failed:
+        print(f"error: failed requests (warm-up included) per mode: {failed}; the server logs say why", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -87,6 +87,8 @@ EOF
         --mixed-lengths --note "$note" --json "$OUT/mixed_batch_cost_mixed_lengths.json"
     $PY benchmarks/kv_prefix_latency.py --device "$device" --model "$models/smollm2" --rounds $kv_rounds \
         --json "$OUT/kv_prefix_latency.json"
+    $PY benchmarks/kv_prefix_latency.py --device "$device" --model "$models/smollm2" --rounds $kv_rounds \
+        --batch 8 --lengths 100 --json "$OUT/kv_prefix_latency_batch8.json"
     $PY benchmarks/serve_load.py --device "$device" --model "$models/minilm" --seconds $seconds \
         --note "$note" --json "$OUT/serve_load.json"
 }

@@ -91,12 +91,19 @@ def test_every_route_but_healthz_needs_the_key(served, path, header):
     assert r.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize("path, body", [("/v1/predict", {"prompt": "rte", "inputs": [RTE]}), ("/v1/reload", None)])
+@pytest.mark.parametrize("header", [None, "Bearer wrong"])
+def test_post_routes_need_the_key(served, path, body, header):
+    r = httpx.post(served[0] + path, json=body, headers={"Authorization": header} if header else {})
+    assert r.status_code == 401 and "API key" in r.json()["detail"]
+
+
 def test_prompts_lists_name_kind_labels_n_backbone(client, served):
     r = client.get("/v1/prompts")
     assert r.status_code == 200
     prompts = {p["name"]: p for p in r.json()["prompts"]}
     assert set(prompts) == {"cb", "rte"}
-    assert prompts["cb"]["kind"] == "classification" and prompts["cb"]["num_tokens"] == 3
+    assert prompts["cb"]["kind"] == "classification" and prompts["cb"]["n"] == 3
     assert prompts["cb"]["labels"] == ["entailment", "contradiction", "neutral"]
     assert prompts["rte"]["backbone"] == served[1].backbone.config._name_or_path
 
@@ -183,7 +190,7 @@ def test_wrong_method_and_route(client):
     assert client.get("/healthz").status_code == 200
 
 
-def test_reload_serves_a_new_folder_and_skips_a_broken_one(client, served):
+def test_reload_serves_a_new_folder_and_skips_a_broken_one(client, served, caplog):
     _, _, folder, spare = served
     shutil.copytree(spare / "topic", folder / "topic")
     r = client.post("/v1/reload")
@@ -194,6 +201,8 @@ def test_reload_serves_a_new_folder_and_skips_a_broken_one(client, served):
     try:
         r = client.post("/v1/reload").json()
         assert set(r["skipped"]) == {"cb"} and "prompt.safetensors" in r["skipped"]["cb"]
+        logged = [m.getMessage() for m in caplog.records if m.levelname == "ERROR"]
+        assert any("cb" in m and "prompt.safetensors" in m for m in logged), logged  # the skip is logged
         assert r["served"] == ["rte", "topic"] and r["removed"] == ["cb"]
         assert client.post("/v1/predict", json={"prompt": "cb", "inputs": [RTE]}).status_code == 404
         assert client.post("/v1/predict", json={"prompt": "rte", "inputs": [RTE]}).status_code == 200
@@ -281,6 +290,35 @@ def test_timeouts_and_a_full_queue_answer_504_and_503(tmp_path):
         codes = sorted(r.status_code for r in asyncio.run(run()))
         assert set(codes) <= {503, 504} and 504 in codes
         assert httpx.get(url + "/healthz").status_code == 200
+
+
+def test_a_body_that_trickles_in_gets_408_and_the_server_keeps_answering(tmp_path):
+    cfg = ServeConfig(model="m", prompts=str(tmp_path), timeout_s=0.5)
+    with ServerThread(create_app(SlowRegistry(0.0), cfg)) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{\"prompt\":")  # and nothing more
+            start, reply = time.monotonic(), b""
+            while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 408") and b"not received within 0.5 s" in reply, reply
+        assert time.monotonic() - start < 5
+        assert httpx.get(url + "/healthz").status_code == 200
+
+
+def test_strict_length_answers_422_over_http(tiny_model_dirs, tmp_path):
+    standard_prompts(tiny_model_dirs["bert"], tmp_path / "p")
+    cfg = ServeConfig(model=tiny_model_dirs["bert"], prompts=str(tmp_path / "p"), strict_length=True, max_length=32)
+    registry = PromptRegistry.load(cfg.model, tmp_path / "p", cfg.registry_options())
+    with ServerThread(create_app(registry, cfg)) as url:
+        long = {"premise": "word " * 60, "hypothesis": "A house was sold."}
+        r = httpx.post(url + "/v1/predict", json={"prompt": "rte", "inputs": [RTE, long]}, timeout=30)
+        assert r.status_code == 422 and "inputs[1]" in r.json()["detail"] and "--strict-length" in r.json()["detail"], r.text
+        assert httpx.post(url + "/v1/predict", json={"prompt": "rte", "inputs": [RTE]}, timeout=30).status_code == 200
 
 
 # ---------------------------------------------------------------------------- the batcher alone

@@ -90,10 +90,23 @@ def test_mixed_generation_batch_equals_predict_per_prompt(served, tmp_path, caps
         assert all(p is None for p in used)
 
 
+def test_decoder_prefixes_are_built_when_the_prompts_load(served):
+    kind, model_dir, root = served
+    registry = PromptRegistry.load(model_dir, root)  # no request yet
+    models = {registry.get(n).model for n in registry.names()}
+    built = {m: p for m, p in HANDLERS["generation"].prefix.items() if m in models}
+    assert set(built) == models  # each prompt's entry made at load, not by its first request
+    if kind == "llama":
+        assert all(p is not None and p.length == p.bos + registry.get(n).model.num_tokens
+                   for n in registry.names() for p in [built[registry.get(n).model]])
+    else:  # seq2seq prompts run with the prompt in the encoder: no prefix
+        assert all(p is None for p in built.values())
+
+
 def test_generation_prompts_are_listed_with_their_kind(served):
     _, model_dir, root = served
     info = {p["name"]: p for p in PromptRegistry.load(model_dir, root).info()}
-    assert info["qa"]["kind"] == "generation" and info["qa"]["num_tokens"] == 3 and info["qa"]["labels"] == []
+    assert info["qa"]["kind"] == "generation" and info["qa"]["num_tokens"] == info["qa"]["n"] == 3 and info["qa"]["labels"] == []
 
 
 def test_a_record_without_the_template_field_fails_alone(served):

@@ -97,6 +97,7 @@ class ClassificationHandler:
                                 "variable number of answers; the server answers one label per record (COPA and "
                                 "one-row tasks only)")
         if decoder_lm:
+            self.prefix(prompt)  # the KV prefix, computed once at load instead of on the first request
             return  # labels are scored as verbalisations: no head
         outputs = head_outputs(model)
         if outputs != task.num_labels:

@@ -66,7 +66,8 @@ class ServeConfig:
     max_text_chars: int = _f(20_000, "Characters of any one string in a record at most (422 beyond).")
     max_length: int = _f(256, "Text tokens per record (longer texts are truncated as in training).")
     strict_length: bool = _f(False, "Refuse (422) a record whose text would be truncated instead of truncating it.")
-    timeout_s: float = _f(30.0, "Seconds a request may wait for its predictions (504 beyond).")
+    timeout_s: float = _f(30.0, "Seconds a request may take to send its body (408 beyond) and, again, to wait "
+                          "for its predictions (504 beyond).")
     group_by_prompt: bool = _f(False, "Run one prompt per backbone forward (a baseline for benchmarks).")
     allow_backbone_mismatch: bool = _f(False, "Load prompts even if their backbone fingerprint differs.")
     device: str = _f("auto", "Where the backbone runs: auto (the first GPU if torch sees one, else the CPU), "

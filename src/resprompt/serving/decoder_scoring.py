@@ -29,8 +29,9 @@ from ..tasks.features import Feature, featurize, merge_single_token_candidates
 
 
 class PrefixCache:
-    """Each loaded decoder prompt's KV prefix, built the first time it is used (None where a prefix
-    cannot stand for the prompt); dropped with the prompt's model when a reload replaces it."""
+    """Each loaded decoder prompt's KV prefix, built when the prompt loads (the handlers' ``check``) or
+    else the first time it is used (None where a prefix cannot stand for the prompt); dropped with the
+    prompt's model when a reload replaces it."""
 
     def __init__(self) -> None:
         self._prefixes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -4,8 +4,8 @@ A record becomes the input ``resprompt predict`` gives it (``task.instances`` th
 ``genfeatures.generation_features``), and decoding is the same greedy loop with the prompt's saved
 ``max_new_tokens`` and stop strings, so a served text equals the one ``predict`` writes.
 
-Decoders serve from a KV prefix: each prompt's [BOS +] prompt keys and values are computed once, the
-first time the prompt is used after it loads (``generation.prefix.PromptPrefix``), and every row of
+Decoders serve from a KV prefix: each prompt's [BOS +] prompt keys and values are computed once,
+when the prompt loads (``generation.prefix.PromptPrefix``), and every row of
 a mixed batch starts from its own prompt's prefix; the rows carry only their text. A row that does
 not start with the BOS its prefix holds (or a prompt whose placement a prefix cannot hold) is run
 with the prompt recomputed, grouped with rows of the same prompt length. Seq2seq rows run with one
@@ -69,6 +69,7 @@ class GenerationHandler:
             raise PromptSkipped(f"{prompt.path}: {e}") from None
         if prompt.task.chat and not getattr(model.tokenizer, "chat_template", None):
             raise PromptSkipped(f"{prompt.path}: a chat prompt, but the backbone's tokenizer has no chat template")
+        self.prefix(prompt)  # decoders: the KV prefix, computed once at load instead of on the first request
 
     def prepare(self, prompt: LoadedPrompt, record: dict, where: str, options: RegistryOptions) -> GenRow:
         model, task = prompt.model, prompt.task

@@ -6,6 +6,7 @@ request without the key is refused before its body is read.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -71,13 +72,15 @@ class ApiKeyAuth:
 
 
 class BodyLimit:
-    """Refuses (413) a request body over ``max_bytes``, by its Content-Length or as it arrives.
+    """Refuses (413) a request body over ``max_bytes``, by its Content-Length or as it arrives, and (408)
+    one that has not arrived whole within ``read_timeout_s`` (a client that trickles its body would
+    otherwise hold a connection for as long as it likes).
 
     The body is read here, at most ``max_bytes``, and handed on whole.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float | None = None) -> None:
+        self.app, self.max_bytes, self.read_timeout_s = app, max_bytes, read_timeout_s
 
     def _too_large(self) -> str:
         return f"request body too large: the limit is {self.max_bytes} bytes (--max-body-bytes)"
@@ -92,8 +95,14 @@ class BodyLimit:
             if int(declared) > self.max_bytes:
                 return await send_error(send, 413, self._too_large(), ((b"connection", b"close"),))
         chunks, size = [], 0
+        loop = asyncio.get_running_loop()
+        deadline = None if self.read_timeout_s is None else loop.time() + self.read_timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), None if deadline is None else max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:  # noqa: UP041 (Python 3.10's is not the builtin)
+                return await send_error(send, 408, f"request body not received within {self.read_timeout_s} s "
+                                        "(--timeout-s)", ((b"connection", b"close"),))
             if message["type"] != "http.request":  # the client went away
                 return
             chunks.append(message.get("body", b""))

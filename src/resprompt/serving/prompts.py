@@ -53,7 +53,7 @@ class LoadedPrompt:
         backbone = getattr(self.model.backbone.config, "_name_or_path", "") or type(self.model.backbone).__name__
         labels = list(served_labels(self.task))
         return {"name": self.name, "kind": self.kind, "task": self.task.name, "labels": labels,
-                "num_tokens": self.model.num_tokens, "backbone": backbone, "format": self.format,
+                "n": self.model.num_tokens, "num_tokens": self.model.num_tokens, "backbone": backbone, "format": self.format,
                 "placement": self.model.placement_mode, "pooling": self.model.pooling}
 
 

@@ -38,7 +38,8 @@ class PromptInfo(BaseModel):
     kind: str = Field(description="Task kind: classification (or generation).")
     task: str
     labels: list[str]
-    num_tokens: int = Field(description="Prompt length n.")
+    n: int = Field(description="Prompt length n (soft-prompt tokens).")
+    num_tokens: int = Field(description="The same as n (the name of the saved config's field).")
     backbone: str
     format: str = Field(description="resprompt or peft.")
     placement: str

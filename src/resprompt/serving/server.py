@@ -156,7 +156,7 @@ def create_app(registry: PromptRegistry, cfg: ServeConfig, api_key: str | None =
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(Exception, _internal_error)
     routes = {r.path for r in app.routes}
-    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes, read_timeout_s=cfg.timeout_s)
     if api_key is not None:
         app.add_middleware(ApiKeyAuth, key=api_key)
     app.add_middleware(RequestMetrics, observe=metrics.observe_request, routes=routes)  # outermost
