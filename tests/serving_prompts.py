@@ -38,13 +38,14 @@ def make_ours(model_dir: str, folder: Path, task, n: int, pooling: str = "native
     return folder
 
 
-def make_stock_peft(model_dir: str, folder: Path, task, n: int, seed: int = 0) -> Path:
+def make_stock_peft(model_dir: str, folder: Path, task, n: int, seed: int = 0, task_type: str = "SEQ_CLS") -> Path:
     """A prompt-tuning adapter as a PEFT user makes it (get_peft_model + save_pretrained), with the task
-    in the sidecar file (PEFT records none)."""
+    in the sidecar file (PEFT records none). ``task_type`` CAUSAL_LM: on a decoder's language model."""
     from peft import PromptTuningConfig, get_peft_model
 
-    backbone, _, _ = load_backbone(model_dir, num_labels=task.num_labels)
-    pm = get_peft_model(backbone, PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=n))
+    labels = {"num_labels": task.num_labels} if task_type == "SEQ_CLS" else {}
+    backbone, _, _ = load_backbone(model_dir, **labels)
+    pm = get_peft_model(backbone, PromptTuningConfig(task_type=task_type, num_virtual_tokens=n))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in pm.parameters():

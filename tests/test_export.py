@@ -258,3 +258,25 @@ def test_a_folder_with_both_formats_is_refused(tmp_path):
         (tmp_path / "p" / f).write_bytes((tmp_path / "q" / f).read_bytes())
     with pytest.raises(PromptFileError, match=r"holds both a resprompt prompt \(resprompt_config.json\) and a PEFT"):
         ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "p")
+
+
+def test_peft_export_keeps_the_task_and_warns_about_the_readout(tmp_path, caplog):
+    """Before: `resprompt export --format peft` (export_folder) never warned that PEFT reads the native
+    readout, and the adapter lost the task, so `predict` and `serve` needed it again."""
+    from resprompt.formats import TASK_FILE, export_folder, read_prompt
+    from resprompt.tasks.superglue import get_task
+
+    task = get_task("CB").metadata()
+    model = ResidualPromptModel(tiny_bert(num_labels=3), ResidualPromptConfig(num_tokens=4, pooling="mean"), task=task)
+    model.save_pretrained(tmp_path / "ours")
+    for out, write in ((tmp_path / "exported", lambda o: export_folder(tmp_path / "ours", "peft", o)),
+                       (tmp_path / "saved", lambda o: model.save_pretrained(o, format="peft"))):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="resprompt.formats"):
+            write(out)
+        assert any("native readout" in r.getMessage() and "pooling=mean" in r.getMessage() for r in caplog.records)
+        assert json.loads((out / TASK_FILE).read_text()) == task
+        assert read_prompt(out).task == task and read_prompt(out).format == "peft"
+    (tmp_path / "ours" / TASK_FILE).write_text(json.dumps(task))  # a task twice: which one is meant?
+    with pytest.raises(PromptFileError, match="records its task and resprompt_task.json gives one too"):
+        read_prompt(tmp_path / "ours")

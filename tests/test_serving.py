@@ -101,19 +101,24 @@ def test_mixed_batch_equals_each_prompt_alone(prompts, tiny_model_dirs):
         assert min(b - a for a, b in zip(first, first[1:])) > 1e-5, name
 
 
-def test_labels_match_the_predict_command(prompts, tiny_model_dirs, tmp_path, capsys):
+def test_mixed_batch_labels_match_the_predict_command(prompts, tiny_model_dirs, tmp_path, capsys):
+    """All four prompts' records in one interleaved mixed batch; each prompt's labels equal what
+    `resprompt predict` writes for it alone (pooler, mean, PEFT's readout, cls after a prefix prompt)."""
     root, specs = prompts
     registry = PromptRegistry.load(tiny_model_dirs["bert"], root)
-    for name, task_flag in (("cb", "CB"), ("peft-boolq", "BoolQ")):
-        task, records = specs[name]
+    pairs = [(name, r) for i in range(max(len(v[1]) for v in specs.values()))
+             for name, (_, records) in specs.items() if i < len(records) for r in [records[i]]]
+    mixed = registry.predict(pairs)
+    flags = {"cb": ["--task", "CB"], "rte": ["--task", "RTE"], "peft-boolq": ["--task", "BoolQ"], "topic": []}
+    for name, (task, records) in specs.items():
         src, out = tmp_path / f"{name}.jsonl", tmp_path / f"{name}.out.jsonl"
         src.write_text("".join(json.dumps(r) + "\n" for r in records))
-        assert main(["predict", "--model", tiny_model_dirs["bert"], "--prompt", str(root / name), "--task",
-                     task_flag, "--input", str(src), "--output", str(out)]) == 0
+        assert main(["predict", "--model", tiny_model_dirs["bert"], "--prompt", str(root / name), *flags[name],
+                     "--input", str(src), "--output", str(out)]) == 0
         capsys.readouterr()
         cli = [json.loads(line)["label"] for line in out.read_text().splitlines()]
-        mine = [p["label"] for p in registry.predict([(name, r) for r in records])]
-        assert [m.lower() if task.labels == ("False", "True") else m for m in mine] == cli
+        mine = [p["label"] for (n, _), p in zip(pairs, mixed) if n == name]
+        assert [m.lower() if task.labels == ("False", "True") else m for m in mine] == cli, name
 
 
 def test_each_row_is_read_by_its_own_head(prompts, tiny_model_dirs, tmp_path):

@@ -90,6 +90,37 @@ def test_mixed_generation_batch_equals_predict_per_prompt(served, tmp_path, caps
         assert all(p is None for p in used)
 
 
+def test_stock_peft_causal_lm_adapters_mix_with_ours(model_dirs, tmp_path, capsys):
+    """Adapters made by stock PEFT (task_type CAUSAL_LM) on the decoder, for generation and for
+    classification, served in one mixed batch with our prompts: equal to each alone."""
+    from resprompt.tasks.evaluation import best_candidates, decoder_scores
+    from resprompt.tasks.features import featurize
+    from resprompt.tasks.superglue import get_task
+    from serving_prompts import jsonl, make_stock_peft
+
+    llama, root = model_dirs["llama"], tmp_path / "p"
+    _prompt_folder(llama, root / "qa", QA, n=3, seed=1)
+    make_stock_peft(llama, root / "peft-qa", QA, n=4, seed=5, task_type="CAUSAL_LM")
+    make_stock_peft(llama, root / "peft-cb", get_task("CB"), n=2, seed=6, task_type="CAUSAL_LM")
+    registry = PromptRegistry.load(llama, root)
+    assert registry.names() == ["peft-cb", "peft-qa", "qa"]
+    assert {p["name"]: p["format"] for p in registry.info()} == {"peft-cb": "peft", "peft-qa": "peft", "qa": "resprompt"}
+    cb = jsonl("CB")[:3]
+    pairs = [p for i in range(3) for p in (("qa", RECORDS["qa"][i]), ("peft-cb", cb[i]), ("peft-qa", RECORDS["qa"][i]))]
+    got = registry.predict(pairs)
+    for name in ("qa", "peft-qa"):
+        expected = _alone(llama, root / name, RECORDS["qa"], tmp_path, capsys)
+        assert [g["text"] for (n, _), g in zip(pairs, got) if n == name] == expected, name
+    model, task = registry.get("peft-cb").model, get_task("CB")
+    instances = task.instances([{**r, "__file__": "x", "__line__": i} for i, r in enumerate(cb)], "decoder", "x")
+    feats = featurize(instances, model.tokenizer, "decoder", model.max_text_length, train=False)
+    alone = decoder_scores(model, feats, model.tokenizer.pad_token_id, 8)
+    mine = [g for (n, _), g in zip(pairs, got) if n == "peft-cb"]
+    for i, prediction in enumerate(mine):
+        assert list(prediction["scores"].values()) == pytest.approx([alone[(i, c)] for c in range(3)], abs=1e-5)
+        assert prediction["label"] == task.labels[best_candidates(alone)[i]]
+
+
 def test_decoder_prefixes_are_built_when_the_prompts_load(served):
     kind, model_dir, root = served
     registry = PromptRegistry.load(model_dir, root)  # no request yet

@@ -55,8 +55,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A PEFT adapter records no task: this file beside its adapter_config.json gives the task metadata (as our
+# prompts record it, e.g. {"name": "RTE"}), read by predict, eval and serve alike.
+TASK_FILE = "resprompt_task.json"
+
 # Every file a saved prompt may consist of, in any format: a save drops them all first.
-PROMPT_FILES = (PROMPT_FILE, META_FILE, PEFT_CONFIG, PEFT_WEIGHTS, "prompt.npy", "head.*.npy")
+PROMPT_FILES = (PROMPT_FILE, META_FILE, PEFT_CONFIG, PEFT_WEIGHTS, TASK_FILE, "prompt.npy", "head.*.npy")
 
 
 @dataclass
@@ -96,6 +100,8 @@ def read_prompt(path: str | os.PathLike) -> SavedPrompt:
         raise PromptFileError(f"{path}: holds both a resprompt prompt ({META_FILE}) and a PEFT adapter "
                               f"({PEFT_CONFIG}); keep one")
     if ours:
+        if (path / TASK_FILE).is_file():
+            raise PromptFileError(f"{path}: the prompt records its task and {TASK_FILE} gives one too; keep one")
         saved = _read_resprompt(path)
     elif peft_:
         saved = _read_peft(path)
@@ -163,7 +169,8 @@ def _read_peft(path: Path) -> SavedPrompt:
             head[name.removeprefix("model.")] = v
     config = ResidualPromptConfig(num_tokens=n, reparam="none", placement="prefix", pooling="native")  # as PEFT runs it
     backbone = {"backbone": cfg.get("base_model_name_or_path"), "hidden_size": int(prompt.shape[1])}
-    return SavedPrompt(path, "peft", prompt[:n].float(), config, head, None, backbone, "prefix")
+    task = read_json(path / TASK_FILE) if (path / TASK_FILE).is_file() else None  # PEFT records no task
+    return SavedPrompt(path, "peft", prompt[:n].float(), config, head, task, backbone, "prefix")
 
 
 def check_backbone(saved: dict, model_meta: dict, where: Path, allow_mismatch: bool) -> None:
@@ -235,6 +242,7 @@ def _meta(model: ResidualPromptModel, kind: str) -> dict:
         "head": model.head_name,
         "task": model.task,
         "config": _config_dict(model),
+        "pooling_native": model._native_readout,  # what PEFT's own forward would read (export warns otherwise)
         **backbone_meta(model.backbone, model.family),
     }
 
@@ -255,7 +263,7 @@ def save_peft(model: ResidualPromptModel, path: str | os.PathLike) -> None:
     """Writes a PEFT PROMPT_TUNING adapter of the folded prompt (and head as ``modules_to_save``)."""
     cfg = model.backbone.config
     meta = {**backbone_meta(model.backbone, model.family), "placement": model.placement_mode, "head": model.head_name,
-            "pooling": model.pooling, "pooling_native": model._native_readout,
+            "pooling": model.pooling, "pooling_native": model._native_readout, "task": model.task,
             "num_layers": getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "num_layers", None),
             "num_attention_heads": getattr(cfg, "num_attention_heads", None) or getattr(cfg, "num_heads", None)}
     write_peft(model.fold(), model.head_state(), meta, path)
@@ -265,9 +273,14 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
     """Writes PEFT's PROMPT_TUNING layout from a folded prompt [n, d], head weights and backbone metadata."""
     from peft import PromptTuningConfig
 
+    pooling = meta.get("pooling") or (meta.get("config") or {}).get("pooling")
     if meta.get("pooling_native") is False:
         log.warning("PEFT runs the backbone's own forward, which reads its native readout, not this prompt's "
-                    "pooling=%s: PEFT's logits will differ from ours", meta.get("pooling"))
+                    "pooling=%s: PEFT's logits will differ from ours", pooling)
+    elif meta.get("pooling_native") is None and meta.get("head") and pooling not in (None, "native"):
+        log.warning("this prompt (pooling=%s) was saved before resprompt recorded whether that is the backbone's "
+                    "native readout; PEFT runs the backbone's own forward, so if it is not, PEFT's logits will "
+                    "differ from ours", pooling)
     if meta.get("placement") != "prefix":
         log.warning(
             "PEFT places the prompt before all tokens; this prompt was trained with placement=%s, so "
@@ -297,6 +310,8 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
     with atomic_dir(path, drop=PROMPT_FILES) as tmp:
         peft_config.save_pretrained(str(tmp))
         save_file(_tensors(tensors), str(tmp / PEFT_WEIGHTS), metadata={"format": "pt"})
+        if meta.get("task"):  # PEFT's config has no place for the task: predict, eval and serve read it here
+            write_json(tmp / TASK_FILE, meta["task"])
 
 
 def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.PathLike) -> Path:

@@ -9,19 +9,17 @@ be served raises ``PromptSkipped`` whose message is the reason.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..formats import SavedPrompt, prompt_folder
+from ..formats import TASK_FILE, SavedPrompt, prompt_folder
 from ..tasks.superglue import COPATask
 
 if TYPE_CHECKING:
     from ..model import ResidualPromptModel
 
-TASK_FILE = "resprompt_task.json"
 COPA_CHOICES = ("choice1", "choice2")  # what a served COPA prediction names: the record's two fields
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -73,24 +71,14 @@ def check_name(name: str) -> None:
 
 
 def task_metadata(saved: SavedPrompt, folder: Path, given: dict | None = None) -> dict:
-    """The task metadata to serve ``saved`` with: ``given``, else the prompt's own, else ``TASK_FILE``."""
+    """The task metadata to serve ``saved`` with: ``given``, else the prompt's own (a PEFT adapter's from
+    ``formats.TASK_FILE`` beside it)."""
     if given is not None:
         return given
-    sidecar = folder / TASK_FILE
-    if saved.task is not None and sidecar.is_file():
-        raise PromptSkipped(f"{folder}: the prompt records its task and {TASK_FILE} gives one too; keep one")
-    if saved.task is not None:
-        return saved.task
-    if not sidecar.is_file():
+    if saved.task is None:
         raise PromptSkipped(f"{folder}: the prompt records no task ({saved.format} format); add {TASK_FILE} "
                             'with its task metadata, e.g. {"name": "RTE"}')
-    try:
-        meta = json.loads(sidecar.read_text())
-    except (OSError, ValueError) as e:
-        raise PromptSkipped(f"{sidecar}: not readable JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise PromptSkipped(f"{sidecar}: expected a JSON object, got {type(meta).__name__}")
-    return meta
+    return saved.task
 
 
 def task_kind(meta: dict) -> str:
