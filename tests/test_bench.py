@@ -182,7 +182,7 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root
 
 def test_shipped_grids_validate_and_a_paper_cell_runs_on_t5(tiny_model_dirs, data_root, tmp_path, monkeypatch):
     """Every cell of the shipped grids validates; paper.yaml's protocol holds and one of its T5 cells runs."""
-    for name, n in (("smoke", 1), ("small", 515), ("paper", 900), ("full", 129)):
+    for name, n in (("smoke", 1), ("small", 515), ("paper", 900), ("full", 144)):
         assert len(bench.load_grid(str(SMOKE.parent / f"{name}.yaml")).cells) == n, name
     monkeypatch.setenv("RESPROMPT_PAPER_MODEL", tiny_model_dirs["t5"])
     monkeypatch.setenv("RESPROMPT_PAPER_ENCODER", tiny_model_dirs["bert"])
@@ -563,7 +563,9 @@ def test_readout_verdict_when_the_prompt_wins_and_compact_ids():
     lines, info = readout_table(cells, rows)
     assert lines[2] == "| CB | auto | 70.0 (1/1) | 60.0 (1/1) | +10.0 | 2.00 | residual ahead by more than 1 ex. |"
     assert lines[3].endswith("| +1.0 | 2.00 | within 1 ex. |")
-    assert _readout_verdict(info).startswith("**In 1 of 2 measured panel(s)** the residual prompt beats the probe")
+    verdict = _readout_verdict(info)
+    assert verdict.startswith("**In 1 of 2 measured panel(s)** the residual prompt beats the probe")
+    assert verdict.endswith("**In the other 1 it does not**: within one example on CB native.")
     assert _readout_verdict({"measured": [], "done": 0, "total": 4}) == "Not measured yet (0 of 4 cells finished)."
     # patterns name exactly the given cells
     ids = [f"e__task={t}__lr={lr}__seed={s}" for t in ("CB", "RTE") for lr in ("0.3", "0.01", "10") for s in (1, 2)]

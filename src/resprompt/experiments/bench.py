@@ -15,6 +15,7 @@ Grid file (YAML)::
       plot: docs/img/summary_full.png         # cells), this grid's FewGLUE table (its main cells), the claims
       readme: README.md              # optional: "What we found" and the plot also replace the README's text
                                      # between <!-- resprompt report: start --> and <!-- ...: end --> (if any)
+      note: "..."                    # optional: printed under the full-data table (what it leaves out, and why)
     notes: ["..."]                   # optional: facts about the data or protocol, printed in the report
     seeds: [1, 2, 3]                 # default seeds of every experiment (default [1])
     defaults:                        # flat settings as ``runconfig.split_settings`` takes them
@@ -85,7 +86,7 @@ log = logging.getLogger(__name__)
 
 GRID_KEYS = {"name", "results_dir", "report", "plots_dir", "latency", "reference_scores", "summary", "notes", "defaults",
              "experiments", "seeds"}
-SUMMARY_KEYS = {"full_data", "plot", "readme"}
+SUMMARY_KEYS = {"full_data", "plot", "readme", "note"}
 EXPERIMENT_KEYS = {"name", "defaults", "axes", "seeds"}
 MAX_TRAIN_RECORDS = 500
 
@@ -219,13 +220,16 @@ def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None
     if summary is not None:
         if not isinstance(summary, dict) or set(summary) - SUMMARY_KEYS or "full_data" not in summary:
             raise ConfigError(f"grid {source}: summary: expected a mapping with 'full_data' (a grid file) and "
-                              f"optionally 'plot' and 'readme', got {summary!r:.80}")
+                              f"optionally 'plot', 'readme' and 'note', got {summary!r:.80}")
         plot = Path(summary.get("plot") or "summary_full.png")
         if plots_dir or not summary.get("plot"):  # an overridden plots folder takes the summary plot too
             plot = Path(plots_dir or data.get("plots_dir") or "docs/img") / plot.name
         full = summary["full_data"]
+        note = summary.get("note")
+        if note is not None and not isinstance(note, str):
+            raise ConfigError(f"grid {source}: summary: note: expected a string, got {note!r:.80}")
         summary = {"full_data": full if isinstance(full, dict) else Path(full), "plot": plot,
-                   "readme": Path(summary["readme"]) if summary.get("readme") else None}
+                   "readme": Path(summary["readme"]) if summary.get("readme") else None, "note": note}
     return Grid(name, source,
                 Path(results_dir or data.get("results_dir") or f"benchmarks/results/{name}"),
                 Path(report or data.get("report") or "docs/RESULTS.md"),

@@ -607,8 +607,13 @@ def _readout_verdict(info) -> str:
     if not wins:
         return (f"**No.** The residual prompt does not beat the probe of its own readout by more than one example's "
                 f"worth of points in any of the {len(got)} measured panel(s) ({each}).")
+    behind = [f"{t} {p}" for t, p, _, _, d, e in got if d < -e]
+    level = [f"{t} {p}" for t, p, _, _, d, e in got if -e <= d <= e]
+    rest = "; ".join(part for part in (f"the probe is ahead on {', '.join(behind)}" if behind else "",
+                                       f"within one example on {', '.join(level)}" if level else "") if part)
     return (f"**In {len(wins)} of {len(got)} measured panel(s)** the residual prompt beats the probe of its own "
-            f"readout by more than one example's worth of points ({each}).")
+            f"readout by more than one example's worth of points ({each})."
+            + (f" **In the other {len(got) - len(wins)} it does not**: {rest}." if rest else ""))
 
 
 def summary_plot(path, cells, rows, ref, title) -> Path | None:
@@ -817,6 +822,8 @@ def summary_sections(grid, rows) -> tuple[list[str], list, dict]:
                 legend + f" Rests on {full['done']} of {full['total']} cells"
                 + (f" ({_copied(full)}, which the grid copies instead of training them)" if full["copied"] else "")
                 + f"; {full['total'] - full['done']} not run yet." + link, "", *full_lines, ""]
+        if (full_grid.summary or {}).get("note"):
+            out += [full_grid.summary["note"], ""]
     if readout_cells and same:
         out += [f"## Readout: the residual prompt against the probe of its own readout (experiment `{READOUT_EXP}`)",
                 "", "Head-only = the frozen backbone's features through the same readout, a linear head trained "
