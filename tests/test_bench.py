@@ -610,3 +610,26 @@ def test_summary_without_reference_scores_and_bad_summary_key(tmp_path):
     with pytest.raises(ConfigError, match="summary: expected a mapping with 'full_data'"):
         bench.load_grid({"name": "g", "summary": {"plot": "x.png"}, "experiments": [{"name": "e"}]})
 
+
+
+def test_not_run_lines_list_the_missing_cells_with_their_estimated_time():
+    from types import SimpleNamespace as NS
+
+    from resprompt.experiments.report import not_run_lines
+
+    def cell(task, method, seed):
+        return NS(id=f"e__task={task}__method={method}__seed={seed}", axes={"task": task, "method": method},
+                  settings={"task": task, "method": method})
+
+    cells = [cell(t, m, s) for t in ("CB", "RTE") for m in ("none", "head_only") for s in (1, 2)]
+    rows = {cells[0].id: NS(rec={"cell_wall_s": 600.0}), cells[2].id: NS(rec={"cell_wall_s": 120.0}),
+            cells[4].id: NS(rec={"cell_wall_s": 1800.0, "reused_from": None}),
+            cells[5].id: NS(rec={"cell_wall_s": 0.0, "reused_from": "x"})}  # a copy: done, not timed
+    lines = not_run_lines({"e": cells}, rows)
+    # left: CB none 2 (600 s), CB head_only 2 (120 s), RTE head_only 1, 2 (only RTE none was timed: 1800 s each)
+    assert lines[4] == ("- `e`: 4 cells, about 1.2 h at the measured time per cell of their part and method: "
+                        "`e__task=CB__method={none,head_only}__seed=2`, `e__task=RTE__method=head_only__seed={1,2}`")
+    assert not_run_lines({"e": cells}, {c.id: NS(rec={}) for c in cells}) == []
+    twin = NS(id="f__task=CB__method=none__seed=1", axes={"task": "CB"}, settings={"method": "none"}, key="k")
+    rows[cells[0].id].key, cells[0].key = "k", "k"  # f's cell has e's finished settings: copied, not trained
+    assert not_run_lines({"f": [twin]}, rows) == []

@@ -960,6 +960,46 @@ def _parts(cells, rows) -> str:
     return "; ".join(out)
 
 
+def _part_of(cell) -> str:
+    first = next(iter(cell.axes.values()), None)
+    return DASH if first is None else _v(first)
+
+
+def not_run_lines(by_exp, rows) -> list[str]:
+    """The cells not run yet, per experiment, as brace patterns, with the time they would take at the
+    measured wall time per cell of the same part and method (else of the same part); cells of a part
+    with no timed cell are counted apart."""
+    out = []
+    finished = {getattr(r, "key", None) for r in rows.values()} - {None}
+    for e, cells in by_exp.items():
+        missing = [c for c in cells if c.id not in rows and getattr(c, "key", None) not in finished]
+        copies = sum(c.id not in rows for c in cells) - len(missing)  # the next run copies them without training
+        if not missing:
+            continue
+        timed = defaultdict(list)
+        for c in cells:
+            r = rows.get(c.id)
+            if r is not None and not r.rec.get("reused_from") and (r.rec.get("cell_wall_s") or 0) > 0:
+                timed[(_part_of(c), c.settings.get("method"))].append(r.rec["cell_wall_s"])
+                timed[(_part_of(c), None)].append(r.rec["cell_wall_s"])
+        est, unknown = 0.0, 0
+        for c in missing:
+            got = timed.get((_part_of(c), c.settings.get("method"))) or timed.get((_part_of(c), None))
+            if got:
+                est += statistics.fmean(got)
+            else:
+                unknown += 1
+        when = ("no part of theirs has a finished cell yet" if unknown == len(missing) else
+                f"about {est / 3600:.1f} h at the measured time per cell of their part and method"
+                + (f", plus {unknown} in parts with no finished cell yet" if unknown else ""))
+        out.append(f"- `{e}`: {len(missing)} cells, {when}"
+                   + ": " + ", ".join(f"`{p}`" for p in compact_ids([c.id for c in missing]))
+                   + (f" ({copies} more have the settings of a finished cell: the next run copies them)"
+                      if copies else ""))
+    return ["## Not run yet", "", "The grid runs one cell at a time in the background across sittings; these "
+            "have not had their turn.", "", *out, ""] if out else []
+
+
 def build_report(grid) -> Path:
     """Writes ``grid.report`` (and plots under ``grid.plots_dir``); returns the report's path."""
     done, failed = load(grid)
@@ -993,6 +1033,7 @@ def build_report(grid) -> Path:
         f"{h.get('gpu') or h.get('cpu')} ({h.get('cores')} cores, {h.get('torch_threads')} torch threads)"
         for h in map(json.loads, hw)) or DASH),
         "Versions: " + ("; ".join(", ".join(f"{k} {v}" for k, v in json.loads(x).items()) for x in vs) or DASH), ""]
+    lines += not_run_lines(by_exp, rows)
     if grid.notes:
         lines += ["## Notes on this grid", "", *(f"- {n}" for n in grid.notes), ""]
     if claims is None:
