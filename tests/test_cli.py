@@ -288,3 +288,14 @@ def test_resume_of_a_run_made_before_an_option_existed(tiny_model_dirs, data_roo
     assert code == 0, err
     code, _, err = _run(args + ["--resume", "--max-new-tokens", "5"], capsys)  # not its default: a change
     assert code == 2 and "max_new_tokens 32 -> 5" in err
+
+
+def test_pooling_flag_is_saved_and_a_bad_value_refused(tiny_model_dirs, data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, _ = _run(["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--data-dir",
+                       str(data_root / "superglue"), "--output-dir", str(out), "--pooling", "mean", *FAST], capsys)
+    assert code == 0
+    assert json.loads((out / "best" / "resprompt_config.json").read_text())["config"]["pooling"] == "mean"
+    code, _, err = _run(["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--pooling", "max", *FAST],
+                        capsys)
+    assert code == 2 and "pooling" in err and "max" in err and "Traceback" not in err
