@@ -941,13 +941,18 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def _part_of(cell) -> str:
+    """The part a cell belongs to: the value of its first axis (what `--only` selects a part by)."""
+    first = next(iter(cell.axes.values()), None)
+    return DASH if first is None else _v(first)
+
+
 def _parts(cells, rows) -> str:
     """Cells done and measured wall time per value of each cell's first axis (the parts a grid is run by:
     ``--only readout__task=CB``); blank when the experiment has one part."""
     parts = defaultdict(list)
     for c in cells:
-        first = next(iter(c.axes.values()), None)
-        parts[DASH if first is None else _v(first)].append(c)
+        parts[_part_of(c)].append(c)
     if len(parts) < 2:
         return ""
     out = []
@@ -958,11 +963,6 @@ def _parts(cells, rows) -> str:
         out.append(f"{part} {len(mine)}/{len(cs)}"
                    + (f", {_hms(sum(timed))} ({statistics.fmean(timed) / 60:.1f} min)" if timed else ""))
     return "; ".join(out)
-
-
-def _part_of(cell) -> str:
-    first = next(iter(cell.axes.values()), None)
-    return DASH if first is None else _v(first)
 
 
 def not_run_lines(by_exp, rows) -> list[str]:
