@@ -1,8 +1,10 @@
 """The command line: train / eval / predict / export end to end on a tiny model, and every user error."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,3 +301,18 @@ def test_pooling_flag_is_saved_and_a_bad_value_refused(tiny_model_dirs, data_roo
     code, _, err = _run(["train", "--model", tiny_model_dirs["bert"], "--task", "CB", "--pooling", "max", *FAST],
                         capsys)
     assert code == 2 and "pooling" in err and "max" in err and "Traceback" not in err
+
+
+def test_closed_stdout_exits_quietly():
+    """`resprompt bench --dry-run | head -1`: once the reader has gone, no error message and the
+    SIGPIPE exit status (141), as `cat` would give."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        r = subprocess.run([sys.executable, "-m", "resprompt.cli", "bench", "benchmarks/grids/small.yaml",
+                            "--dry-run"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=900,
+                           cwd=Path(__file__).resolve().parents[1])
+    finally:
+        os.close(write_end)
+    assert r.stderr == ""
+    assert r.returncode == 141

@@ -289,6 +289,15 @@ def cmd_serve(args) -> int:
     return serve(ServeConfig(**{k: v for k, v in vars(args).items() if k in names}))
 
 
+def _quiet_broken_pipe() -> int:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again, and exit as a
+    process stopped by SIGPIPE would (128 + 13), the way `cat` or `grep` end in a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     parser = build_parser()
@@ -308,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         # other methods). Values below ~1.2e-38 become 0 instead (see benchmarks/denormal_speed.py).
         torch.set_flush_denormal(True)
         return args.func(args)
+    except BrokenPipeError:  # stdout closed early (`resprompt bench --dry-run | head`): not an error
+        return _quiet_broken_pipe()
     except ValueError as e:  # DataError, ConfigError, PromptFileError, BackboneError
         print(f"resprompt: error: {e}", file=sys.stderr)
         return 2
