@@ -1030,7 +1030,7 @@ def build_report(grid) -> Path:
     hw = sorted({json.dumps(r.rec.get("hardware", {}), sort_keys=True) for r in rows.values()})
     vs = sorted({json.dumps(r.rec.get("versions", {}), sort_keys=True) for r in rows.values()})
     lines += ["", "Hardware: " + ("; ".join(
-        f"{h.get('gpu') or h.get('cpu')} ({h.get('cores')} cores, {h.get('torch_threads')} torch threads)"
+        f"{h.get('gpu') or h.get('cpu')} ({h.get('cores')} cores, torch threads: {h.get('torch_threads')})"
         for h in map(json.loads, hw)) or DASH),
         "Versions: " + ("; ".join(", ".join(f"{k} {v}" for k, v in json.loads(x).items()) for x in vs) or DASH), ""]
     lines += not_run_lines(by_exp, rows)
