@@ -512,15 +512,40 @@ def test_summary_top_full_data_and_fewglue_tables_with_the_constant(tmp_path):
     assert "; 8 not run yet." in full_part and "Rests on 8 of 8 cells." in few_part
     # "What we found": generated from the same numbers
     found = text.split("## What we found")[1].split("## Full SuperGLUE")[0]
-    assert ("m: CB (best constant 36.1) head_only 66.5 ± 0.7 (2 seeds), residual 61.5 ± 0.7 (2 seeds), "
-            "none 31.5 ± 0.7 ≤c (2 seeds); RTE (best constant 52.7) none 31.5 ± 0.7 ≤c (2 seeds); WiC residual") in found
-    assert "2 of 6 means are at or below the best constant (m CB none, m RTE none)" in found
+    # in sentences: the mean per method over the tasks where every method has all its seeds (CB here), residual
+    # minus none on them, the tasks still partial, and the means at or below the constant
+    assert ("On m, over the 1 task where every method has all its seeds (CB), the mean scores are head_only 66.5, "
+            "residual 61.5, none 31.5; residual minus none: CB +30.0 (1 ex. = 2.0); still partial: RTE, WiC.") in found
+    assert ("2 of 6 means are at or below the best constant (every finished mean on RTE; also m CB none).") in found
     assert "Not run yet: 8 cells" in found
     assert "**No.**" in found  # residual 61.5 vs probe 66.5 on CB auto
     assert "2 of its 4 task × method means are at or below the best constant" in found
     assert (tmp_path / "docs" / "img" / "summary_full.png").stat().st_size > 1000
     assert "![score per task and method, full training sets](img/summary_full.png)" in text
     assert "[FULL.md](FULL.md)" in full_part
+
+
+def test_found_sentences_per_model_and_the_constant():
+    from resprompt.experiments.report import _found_low, _found_model
+
+    def e(mean, k=3, low=False):
+        return {"mean": mean, "std": 1.0, "k": k, "planned": 3, "low": low}
+
+    info = {"tasks": ["CB", "COPA", "WSC"], "const": {"CB": 36.1, "COPA": 55.0, "WSC": 63.5},
+            "ex": {"CB": 1.79, "COPA": 1.0, "WSC": None},
+            "entries": {("a", "none", "CB"): e(60.0), ("a", "residual", "CB"): e(62.5),
+                        ("a", "none", "COPA"): e(54.0, low=True), ("a", "residual", "COPA"): e(57.0),
+                        ("a", "none", "WSC"): e(60.0, k=1, low=True), ("a", "residual", "WSC"): e(None, k=0),
+                        ("b", "residual", "CB"): e(56.1, k=1), ("b", "residual", "COPA"): e(None, k=0)}}
+    assert _found_model(info, "a") == ("on a, over the 2 tasks where every method has all its seeds (CB, COPA), "
+                                       "the mean scores are residual 59.8, none 57.0; residual minus none: CB +2.5, "
+                                       "COPA +3.0 (1 ex. = 1.8, 1.0); still partial: WSC")
+    # one method only, or no task complete: each begun task's means, with its constant
+    assert _found_model(info, "b") == "on b: CB residual 56.1 (1 seed; best constant 36.1)"
+    assert _found_low(info) == ("2 of 6 means are at or below the best constant (every finished mean on WSC; "
+                                "also a COPA none).")
+    info["entries"] = {k: {**v, "low": False} for k, v in info["entries"].items()}
+    assert _found_low(info) == "None of the 6 means is at or below the best constant."
 
 
 def test_summary_verdicts_name_their_cells(tmp_path):

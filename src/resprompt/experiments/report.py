@@ -677,22 +677,60 @@ def _model_name(info):
     return sorted({model for model, _, _ in info["entries"]})
 
 
-def _found_scores(info, models) -> list[str]:
-    """Per model and task with results: methods by mean, the constant and how many means are at or below it."""
-    parts = []
-    for model in models:
-        per_task = []
-        for t in info["tasks"]:
-            got = sorted(((e["mean"], label, e) for (mo, label, tt), e in info["entries"].items()
-                          if mo == model and tt == t and e["mean"] is not None), key=lambda x: -x[0])
-            if got:
-                const = info["const"][t]
-                per_task.append(f"{t}" + (f" (best constant {const:.1f})" if const is not None else "") + " " + ", ".join(
-                    f"{label} {m:.1f}" + (f" ± {e['std']:.1f}" if e["k"] > 1 else "")
-                    + f"{' ≤c' if e['low'] else ''} ({e['k']} seed{'s' * (e['k'] != 1)})" for m, label, e in got))
-        if per_task:
-            parts.append(f"{model}: " + "; ".join(per_task))
-    return parts
+def _task_scores(info, model, t) -> str:
+    """"CB residual 56.1 (1 seed; best constant 36.1)": one task's finished means, best first."""
+    got = sorted(((e["mean"], label, e) for (mo, label, tt), e in info["entries"].items()
+                  if mo == model and tt == t and e["mean"] is not None), key=lambda x: -x[0])
+    const = info["const"][t]
+    return f"{t} " + ", ".join(f"{label} {m:.1f}{' ≤c' if e['low'] else ''} ({e['k']} seed{'s' * (e['k'] != 1)}"
+                               for m, label, e in got) + (f"; best constant {const:.1f})" if const is not None else ")")
+
+
+def _found_model(info, model) -> str:
+    """One model's full-data sentences: the method means over the tasks where every method has all its
+    seeds, residual minus none on each of them, and the tasks still partial; with no such task (or one
+    method), each begun task's means."""
+    mine = {(label, t): e for (mo, label, t), e in info["entries"].items() if mo == model}
+    labels = list(dict.fromkeys(label for label, _ in mine))
+    tasks = [t for t in info["tasks"] if any(tt == t for _, tt in mine)]
+    complete = [t for t in tasks if all(e["mean"] is not None and e["k"] == e["planned"]
+                                        for (_, tt), e in mine.items() if tt == t)]
+    begun = [t for t in tasks if any(e["mean"] is not None for (_, tt), e in mine.items() if tt == t)]
+    partial = [t for t in begun if t not in complete]
+    text = []
+    if complete and len(labels) > 1:
+        avg = {lb: statistics.fmean(mine[(lb, t)]["mean"] for t in complete) for lb in labels
+               if all((lb, t) in mine for t in complete)}
+        text.append(f"on {model}, over the {len(complete)} task{'s' * (len(complete) > 1)} where every method has all "
+                    f"its seeds ({', '.join(complete)}), the mean scores are "
+                    + ", ".join(f"{lb} {v:.1f}" for lb, v in sorted(avg.items(), key=lambda x: -x[1])))
+        if ("residual", complete[0]) in mine and ("none", complete[0]) in mine:
+            text.append("residual minus none: " + ", ".join(
+                f"{t} {mine[('residual', t)]['mean'] - mine[('none', t)]['mean']:+.1f}" for t in complete)
+                + f" (1 ex. = {', '.join(_ex(info, t) for t in complete)})")
+        if partial:
+            text.append(f"still partial: {', '.join(partial)}")
+    elif begun:
+        text.append(f"on {model}: " + "; ".join(_task_scores(info, model, t) for t in begun))
+    return "; ".join(text)
+
+
+def _ex(info, t) -> str:
+    return DASH if info["ex"][t] is None else f"{info['ex'][t]:.1f}"
+
+
+def _found_low(info) -> str:
+    """"7 of 24 means are at or below the best constant (every finished mean on WSC; also minilm COPA none)"."""
+    means = [e for e in info["entries"].values() if e["mean"] is not None]
+    low = [(mo, label, t) for (mo, label, t), e in info["entries"].items() if e["low"]]
+    if not low:
+        return f"None of the {len(means)} means is at or below the best constant."
+    all_low = [t for t in info["tasks"] if any(k[2] == t for k in low)
+               and all(e["low"] for k, e in info["entries"].items() if k[2] == t and e["mean"] is not None)]
+    rest = [f"{mo} {t} {label}" for mo, label, t in low if t not in all_low]
+    where = "; also ".join(([f"every finished mean on {', '.join(all_low)}"] if all_low else [])
+                           + ([", ".join(rest)] if rest else []))
+    return f"{len(low)} of {len(means)} means are at or below the best constant ({where})."
 
 
 def _copied(info) -> str:
@@ -712,13 +750,11 @@ def _found(full, full_name, readout, few, few_name, claims) -> list[str]:
         if not means:
             out.append(head + ": no cell has finished yet.")
         else:
-            low = [f"{mo} {t} {label}" for (mo, label, t), e in full["entries"].items() if e["low"]]
             empty = [f"{mo} {t}" for mo in _model_name(full) for t in full["tasks"]
                      if any(k[0] == mo and k[2] == t for k in full["entries"])
                      and all(e["mean"] is None for k, e in full["entries"].items() if k[0] == mo and k[2] == t)]
-            out.append(head + ": " + "; ".join(_found_scores(full, _model_name(full))) + ". "
-                       + (f"{len(low)} of {len(means)} means are at or below the best constant ({', '.join(low)})."
-                          if low else f"None of the {len(means)} means is at or below the best constant.")
+            found = [_found_model(full, mo) for mo in _model_name(full)]
+            out.append(head + ": " + ". ".join(f[0].upper() + f[1:] for f in found if f) + ". " + _found_low(full)
                        + (f" Not run yet: {full['total'] - full['done']} cells" + (
                            f" (nothing yet on {', '.join(empty)})" if empty else "") + "." if full["done"] < full["total"]
                           else ""))
