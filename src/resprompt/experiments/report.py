@@ -704,7 +704,7 @@ def _found_model(info, model) -> str:
         text.append(f"on {model}, over the {len(complete)} task{'s' * (len(complete) > 1)} where every method has all "
                     f"its seeds ({', '.join(complete)}), the mean scores are "
                     + ", ".join(f"{lb} {v:.1f}" for lb, v in sorted(avg.items(), key=lambda x: -x[1])))
-        if ("residual", complete[0]) in mine and ("none", complete[0]) in mine:
+        if all(("residual", t) in mine and ("none", t) in mine for t in complete):
             text.append("residual minus none: " + ", ".join(
                 f"{t} {mine[('residual', t)]['mean'] - mine[('none', t)]['mean']:+.1f}" for t in complete)
                 + f" (1 ex. = {', '.join(_ex(info, t) for t in complete)})")
