@@ -542,6 +542,12 @@ def test_found_sentences_per_model_and_the_constant():
                                        "COPA +3.0 (1 ex. = 1.8, 1.0); still partial: WSC")
     # one method only, or no task complete: each begun task's means, with its constant
     assert _found_model(info, "b") == "on b: CB residual 56.1 (1 seed; best constant 36.1)"
+    # a complete task without none (a part that plans other methods there): no residual minus none, no KeyError
+    c = {"tasks": ["CB", "COPA"], "const": info["const"], "ex": info["ex"],
+         "entries": {("c", "none", "CB"): e(60.0), ("c", "residual", "CB"): e(62.0),
+                     ("c", "residual", "COPA"): e(57.0), ("c", "mlp", "COPA"): e(55.0)}}
+    assert _found_model(c, "c") == ("on c, over the 2 tasks where every method has all its seeds (CB, COPA), "
+                                    "the mean scores are residual 59.5")
     assert _found_low(info) == ("2 of 6 means are at or below the best constant (every finished mean on WSC; "
                                 "also a COPA none).")
     info["entries"] = {k: {**v, "low": False} for k, v in info["entries"].items()}
