@@ -525,6 +525,13 @@ def test_summary_top_full_data_and_fewglue_tables_with_the_constant(tmp_path):
     assert "[FULL.md](FULL.md)" in full_part
 
 
+def test_signed_differences():
+    from resprompt.experiments.report import _signed
+
+    assert [_signed(x) for x in (2.34, -1.26, 0.0, -0.04, 0.04, -0.05, -0.051)] == \
+        ["+2.3", "-1.3", "+0.0", "+0.0", "+0.0", "-0.1", "-0.1"]
+
+
 def test_found_sentences_per_model_and_the_constant():
     from resprompt.experiments.report import _found_low, _found_model
 
@@ -548,6 +555,9 @@ def test_found_sentences_per_model_and_the_constant():
                      ("c", "residual", "COPA"): e(57.0), ("c", "mlp", "COPA"): e(55.0)}}
     assert _found_model(c, "c") == ("on c, over the 2 tasks where every method has all its seeds (CB, COPA), "
                                     "the mean scores are residual 59.5")
+    # a difference that rounds to zero is "+0.0", not "-0.0"
+    c["entries"] = {("c", "none", "CB"): e(53.13), ("c", "residual", "CB"): e(53.12)}
+    assert _found_model(c, "c").endswith("residual minus none: CB +0.0 (1 ex. = 1.8)")
     assert _found_low(info) == ("2 of 6 means are at or below the best constant (every finished mean on WSC; "
                                 "also a COPA none).")
     info["entries"] = {k: {**v, "low": False} for k, v in info["entries"].items()}

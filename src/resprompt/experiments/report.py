@@ -46,6 +46,15 @@ from pathlib import Path
 from .cells import canonical, configs
 
 DASH = "—"
+
+
+def _signed(x: float) -> str:
+    """A difference to one decimal with its sign, "+2.3" / "-1.3"; one that rounds to zero is "+0.0"
+    (never "-0.0")."""
+    text = f"{x:+.1f}"
+    return "+0.0" if text == "-0.0" else text
+
+
 X_AXES = ("lr", "num_tokens", "bottleneck", "few_shot", "max_train_examples")
 
 
@@ -270,7 +279,7 @@ def _gain(res, magnitude=None):
         verdict = "confirmed" if magnitude is None or d >= magnitude / 2 else "not confirmed"
     else:
         verdict = "not confirmed" if d <= -tau else "within noise"
-    return f"d = {d:+.1f}, tau = {tau:.1f} ({k} panel(s))", verdict, used
+    return f"d = {_signed(d)}, tau = {tau:.1f} ({k} panel(s))", verdict, used
 
 
 def _compare(rows, exps, key, a, b, magnitude=None, keep=lambda r: True, attr="best"):
@@ -339,7 +348,7 @@ def claim_shorter(rows):
     if res is None:
         return None
     d, tau, k, used = res
-    return f"residual@L - none@10L: d = {d:+.1f}, tau = {tau:.1f} ({k} pair(s))", \
+    return f"residual@L - none@10L: d = {_signed(d)}, tau = {tau:.1f} ({k} pair(s))", \
         "confirmed" if d >= -tau else "not confirmed", used
 
 
@@ -581,7 +590,7 @@ def readout_table(cells, rows) -> tuple[list[str], dict]:
                 "probe ahead by more than 1 ex." if d < -ex else "within 1 ex."
             measured.append((task, pooling, mr, mh, d, ex))
             used += res + ho
-            d = f"{d:+.1f}"
+            d = _signed(d)
         lines.append(f"| {task} | {pooling} | {_fmt([r.best for r in res])}{count[0]} | "
                      f"{_fmt([r.best for r in ho])}{count[1]} | {d} | {DASH if ex is None else f'{ex:.2f}'} | "
                      f"{verdict} |")
@@ -591,7 +600,7 @@ def readout_table(cells, rows) -> tuple[list[str], dict]:
             mean = _ms([rows[c.id].best for c in cs if c.id in rows])[0]
             if mean is not None:
                 pool[(task, m)][pooling] = mean
-    effects = [f"{m} {t} {p['auto'] - p['native']:+.1f}" for (t, m), p in pool.items() if {"auto", "native"} <= set(p)]
+    effects = [f"{m} {t} {_signed(p['auto'] - p['native'])}" for (t, m), p in pool.items() if {"auto", "native"} <= set(p)]
     return lines, {"measured": measured, "used": used, "effects": effects,
                    "done": sum(c.id in rows for c in cells), "total": len(cells)}
 
@@ -603,7 +612,7 @@ def _readout_verdict(info) -> str:
     if not got:
         return f"Not measured yet ({info['done']} of {info['total']} cells finished)."
     wins = [g for g in got if g[4] > g[5]]
-    each = "; ".join(f"{t} {p}: {mr:.1f} vs {mh:.1f}, {d:+.1f} with 1 ex. = {e:.1f}" for t, p, mr, mh, d, e in got)
+    each = "; ".join(f"{t} {p}: {mr:.1f} vs {mh:.1f}, {_signed(d)} with 1 ex. = {e:.1f}" for t, p, mr, mh, d, e in got)
     if not wins:
         return (f"**No.** The residual prompt does not beat the probe of its own readout by more than one example's "
                 f"worth of points in any of the {len(got)} measured panel(s) ({each}).")
@@ -706,7 +715,7 @@ def _found_model(info, model) -> str:
                     + ", ".join(f"{lb} {v:.1f}" for lb, v in sorted(avg.items(), key=lambda x: -x[1])))
         if all(("residual", t) in mine and ("none", t) in mine for t in complete):
             text.append("residual minus none: " + ", ".join(
-                f"{t} {mine[('residual', t)]['mean'] - mine[('none', t)]['mean']:+.1f}" for t in complete)
+                f"{t} {_signed(mine[('residual', t)]['mean'] - mine[('none', t)]['mean'])}" for t in complete)
                 + f" (1 ex. = {', '.join(_ex(info, t) for t in complete)})")
         if partial:
             text.append(f"still partial: {', '.join(partial)}")
