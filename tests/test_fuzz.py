@@ -79,6 +79,14 @@ def test_record_validators_on_near_misses(name, family, record):
         assert "f.jsonl" in str(e)
 
 
+@pytest.mark.parametrize("text", ["~: 1\n", "3: x\n", "lr: 0.3\nnull: 2\n"])
+def test_yaml_config_whose_key_is_not_text(tmp_path, text):
+    p = tmp_path / "run.yaml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="a setting's name must be text, got"):
+        load_yaml(str(p))
+
+
 @FUZZ
 @given(text=st.text(max_size=80))
 def test_yaml_config_on_arbitrary_text(tmp_path, text):

@@ -180,6 +180,9 @@ def load_yaml(path: str, what: str = "--config") -> dict:
         raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of settings")
+    odd = [k for k in data if not isinstance(k, str)]
+    if odd:  # `~: 1` or `3: x` parse as a None / int key
+        raise ConfigError(f"{path}: a setting's name must be text, got {odd[0]!r}")
     return data
 
 
