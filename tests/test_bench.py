@@ -182,7 +182,7 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root
 
 def test_shipped_grids_validate_and_a_paper_cell_runs_on_t5(tiny_model_dirs, data_root, tmp_path, monkeypatch):
     """Every cell of the shipped grids validates; paper.yaml's protocol holds and one of its T5 cells runs."""
-    for name, n in (("smoke", 1), ("small", 515), ("paper", 900), ("full", 144)):
+    for name, n in (("smoke", 1), ("small", 515), ("paper", 900), ("full", 156)):
         assert len(bench.load_grid(str(SMOKE.parent / f"{name}.yaml")).cells) == n, name
     monkeypatch.setenv("RESPROMPT_PAPER_MODEL", tiny_model_dirs["t5"])
     monkeypatch.setenv("RESPROMPT_PAPER_ENCODER", tiny_model_dirs["bert"])
@@ -330,6 +330,9 @@ def test_claim_two_judged_separately_on_the_full_training_set(tmp_path):
                                                                ("full_train", "**confirmed**")]
     assert "d = +5.0" in rows[1][6] and "d = -5.0" in rows[0][6]
 
+    (tmp_path / "res" / "cells" / "full_train__method=residual__seed=3.json").unlink()  # a partial panel:
+    text = build_report(grid).read_text()  # not measured yet, so no second row for claim 2 (was judged on 2 seeds)
+    assert sum(ln.startswith("| 2 |") for ln in text.splitlines()) == 1
     for f in (tmp_path / "res" / "cells").glob("full_train*"):  # not run: no second row for claim 2
         f.unlink()
     text = build_report(grid).read_text()
@@ -359,7 +362,8 @@ def test_pivot_average_names_a_partial_row():
     from resprompt.experiments.report import _pivot
 
     scores = {("none", "CB"): [50.0, 60.0], ("none", "RTE"): [52.0, 54.0],
-              ("peft", "CB"): [40.0, 44.0], ("residual", "CB"): [48.0, None], ("residual", "RTE"): [None, None]}
+              ("peft", "CB"): [40.0, 44.0], ("residual", "CB"): [48.0, None], ("residual", "RTE"): [None, None],
+              ("mlp", "CB"): [50.0, None], ("mlp", "RTE"): [52.0, 54.0]}
     cells, rows = [], {}
     for (method, task), values in scores.items():
         for seed, v in enumerate(values, 1):
@@ -372,6 +376,7 @@ def test_pivot_average_names_a_partial_row():
     assert table[2] == "| none | 55.0 ± 7.1 | 53.0 ± 1.4 | 54.0 |"       # both tasks: plain mean
     assert table[3] == "| peft | 42.0 ± 2.8 | — | 42.0 (1 of 2) |"       # ran CB only: says so
     assert table[4] == "| residual | 48.0 | — | — |"                    # RTE declared, not finished
+    assert table[5] == "| mlp | 50.0 | 53.0 ± 1.4 | — |"               # CB has 1 of its 2 seeds: no average
 
 
 
@@ -515,7 +520,7 @@ def test_summary_top_full_data_and_fewglue_tables_with_the_constant(tmp_path):
     # in sentences: the mean per method over the tasks where every method has all its seeds (CB here), residual
     # minus none on them, the tasks still partial, and the means at or below the constant
     assert ("On m, over the 1 task where every method has all its seeds (CB), the mean scores are head_only 66.5, "
-            "residual 61.5, none 31.5; residual minus none: CB +30.0 (1 ex. = 2.0); still partial: RTE, WiC.") in found
+            "residual 61.5, none 31.5; residual minus none: CB +30.0 (1 ex. = 2.00); still partial: RTE, WiC.") in found
     assert ("2 of 6 means are at or below the best constant (every finished mean on RTE; also m CB none).") in found
     assert "Not run yet: 8 cells" in found
     assert "**No.**" in found  # residual 61.5 vs probe 66.5 on CB auto
@@ -546,7 +551,7 @@ def test_found_sentences_per_model_and_the_constant():
                         ("b", "residual", "CB"): e(56.1, k=1), ("b", "residual", "COPA"): e(None, k=0)}}
     assert _found_model(info, "a") == ("on a, over the 2 tasks where every method has all its seeds (CB, COPA), "
                                        "the mean scores are residual 59.8, none 57.0; residual minus none: CB +2.5, "
-                                       "COPA +3.0 (1 ex. = 1.8, 1.0); still partial: WSC")
+                                       "COPA +3.0 (1 ex. = 1.79, 1.00); still partial: WSC")
     # one method only, or no task complete: each begun task's means, with its constant
     assert _found_model(info, "b") == "on b: CB residual 56.1 (1 seed; best constant 36.1)"
     # a complete task without none (a part that plans other methods there): no residual minus none, no KeyError
@@ -557,7 +562,7 @@ def test_found_sentences_per_model_and_the_constant():
                                     "the mean scores are residual 59.5")
     # a difference that rounds to zero is "+0.0", not "-0.0"
     c["entries"] = {("c", "none", "CB"): e(53.13), ("c", "residual", "CB"): e(53.12)}
-    assert _found_model(c, "c").endswith("residual minus none: CB +0.0 (1 ex. = 1.8)")
+    assert _found_model(c, "c").endswith("residual minus none: CB +0.0 (1 ex. = 1.79)")
     assert _found_low(info) == ("2 of 6 means are at or below the best constant (every finished mean on WSC; "
                                 "also a COPA none).")
     info["entries"] = {k: {**v, "low": False} for k, v in info["entries"].items()}
@@ -572,11 +577,11 @@ def test_summary_verdicts_name_their_cells(tmp_path):
     few, full_data = rows  # claim 2 on FewGLUE cells, then on the full-data grid's cells
     assert few[7].strip() == "8 cells: `main__task={CB,RTE}__method={none,residual}__seed={1,2}`"
     assert few[-2].strip() == "**confirmed**"
-    # main_full: residual vs none on CB (residual read from its identical readout cells) and on WiC (1 seed);
-    # RTE has no residual cell yet
-    assert full_data[7].strip().startswith("6 cells: ") and "(2 panel(s))" in full_data[6]
-    assert {"`readout__task=CB__method=residual__pooling=auto__seed={1,2}`", "`main_full__task=CB__method=none__seed={1,2}`",
-            "`main_full__task=WiC__method={none,residual}__seed=1`"} == set(full_data[7].strip()[9:].split(", "))
+    # main_full: residual vs none on CB (residual read from its identical readout cells); WiC has 1 of its 2 seeds
+    # (not measured yet: left out) and RTE no residual cell yet
+    assert full_data[7].strip().startswith("4 cells: ") and "(1 panel(s))" in full_data[6]
+    assert {"`readout__task=CB__method=residual__pooling=auto__seed={1,2}`",
+            "`main_full__task=CB__method=none__seed={1,2}`"} == set(full_data[7].strip()[9:].split(", "))
     unmeasured = [ln for ln in build_report(small).read_text().splitlines() if ln.startswith("| 3 |")]
     assert unmeasured and unmeasured[0].split("|")[7].strip() == "—"
     # the full-data grid's own report: the readout table and its plain verdict, with the cells it rests on
@@ -674,3 +679,51 @@ def test_not_run_lines_list_the_missing_cells_with_their_estimated_time():
     twin = NS(id="f__task=CB__method=none__seed=1", axes={"task": "CB"}, settings={"method": "none"}, key="k")
     rows[cells[0].id].key, cells[0].key = "k", "k"  # f's cell has e's finished settings: copied, not trained
     assert not_run_lines({"f": [twin]}, rows) == []
+
+
+def test_a_cell_bench_copied_counts_as_read_from_its_twin():
+    from types import SimpleNamespace as NS
+
+    from resprompt.experiments.report import Row, _copied, score_table
+
+    cells = [NS(id=f"main_full__task=CB__method=residual__seed={s}", experiment="main_full", seed=s, key=f"k{s}",
+                axes={"task": "CB", "method": "residual"}, settings={"task": "CB", "method": "residual", "model": "m"})
+             for s in (1, 2)]
+    copy = dict(_fake(cells[0], 60.0), reused_from="readout__task=CB__method=residual__pooling=auto__seed=1")
+    rows = {cells[0].id: Row(cells[0], copy), cells[1].id: Row(cells[1], _fake(cells[1], 62.0))}
+    _, info = score_table(cells, rows, {})
+    assert info["copied"] == 1  # bench wrote the copy under its own id: before, only records of another id counted
+    assert _copied(info) == "1 of them read from `readout` cells with the same settings"
+
+
+def test_claims_bullet_names_the_kind_of_every_row_of_a_claim_judged_twice():
+    from resprompt.experiments.report import DASH, _found
+
+    claims = [(2, "c", DASH, "main, prompt_length at 10 tokens: residual vs none", "r", DASH, "not measured yet", []),
+              (2, "c", "minilm", "main_full / smollm2_full (full data)", "r", "d", "within noise", []),
+              (3, "c", "minilm", "prompt_length: residual at L", "r", "d", "confirmed", [])]
+    bullet = _found(None, "f", None, None, "s", claims)[0]
+    # the measured full-data row is tagged even when it is the first row of its (claim, backbone)
+    assert bullet.endswith("1 confirmed (#3 minilm); 1 within noise (#2 minilm (full data)); "
+                           "1 not measured yet (#2 (FewGLUE)).")
+
+
+def test_readout_panel_whose_probe_is_at_the_constant_is_left_out_of_the_count():
+    from types import SimpleNamespace as NS
+
+    from resprompt.experiments.report import _readout_verdict, readout_table
+
+    cells, rows = [], {}
+    for task, m, v in (("CB", "residual", 70.0), ("CB", "head_only", 60.0), ("RTE", "residual", 54.0),
+                       ("RTE", "head_only", 52.7)):
+        cid = f"readout__task={task}__method={m}__pooling=auto__seed=1"
+        cells.append(NS(id=cid, settings={"task": task, "method": m, "pooling": "auto"}))
+        rows[cid] = NS(best=v, ex=0.5, source=cid, n=None)
+    lines, info = readout_table(cells, rows, {"RTE": (52.7, 277), "CB": (36.1, 56)})
+    assert lines[3] == ("| RTE | auto | 54.0 (1/1) | 52.7 ≤c (1/1) | +1.3 | 0.50 | residual ahead by more than 1 ex. "
+                        "(probe ≤c: uninformative) |")
+    verdict = _readout_verdict(info)
+    assert verdict.startswith("**In 1 of 1 measured panel(s) where the probe beats the best constant** the residual")
+    assert verdict.endswith("Left out of the count: RTE auto, where the probe is at or below the best constant (the "
+                            "frozen features give a linear head nothing there, so the panel cannot show what the "
+                            "readout is worth).")

@@ -3,8 +3,10 @@
 Everything is read from the cell files ``<results_dir>/cells/<cell id>.json`` that ``bench`` writes;
 cells not finished yet show as "—", so a partial grid renders. Scores are in points (0-100):
 "best" is the best validation score over the run (the selected prompt), "last" the score after
-the last step. "1 ex." is the weight of one validation example, 100 / n (n = records, questions
-for MultiRC), the smallest difference that can be measured on that split.
+the last step. "1 ex." = 100 / n is the weight of one validation example in accuracy (n = records;
+for MultiRC n = questions, the weight of one question in exact match). Where the score averages that with
+an F1 (CB: accuracy and macro-F1; MultiRC: EM and F1a over answers), one example can move the score by
+more or less than 1 ex.: it is a yardstick for noise, not the smallest difference a split can show.
 
 A grid with ``summary:`` (``small.yaml``, ``full.yaml``) opens its report with "What we found" (sentences
 generated from the tables below it), a bar plot of the full-data grid's ``main_full`` cells per task and
@@ -30,7 +32,8 @@ one copied from the other) counts once.
 - spread (robust to a setting): S = the range R of residual; confirmed if S <= tau and S <= the
   range of prompt tuning (when measured); not confirmed if S > tau and S >= that range (when
   measured); within noise otherwise. Saturation: confirmed if R <= tau, else not confirmed.
-- not measured yet: the cells the rule needs are not finished.
+- not measured yet: the cells the rule needs are not finished. A panel counts once every seed of its
+  settings is finished (a task with some seeds still running is left out of the verdict until then).
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class Row:
         # the cell whose file this record came from (a main_full cell read from its identical readout cell names
         # the readout cell) and the settings key that tells identical cells
         self.source, self.key = rec.get("cell_id") or cell.id, rec.get("settings_key") or cell.id
+        # the cell this one's result was copied from: a file ``bench`` wrote as a copy (``reused_from``), or a
+        # record read from another cell's file; None for a cell trained under its own id
+        self.origin = rec.get("reused_from") or (self.source if self.source != cell.id else None)
         self.initial = _pts(res.get("initial"))
         # step 0 (the untrained prompt, --eval-at-start) is drawn but not averaged: the area stays
         # comparable between cells run with and without it
@@ -164,8 +170,9 @@ def _pivot(cells, rows) -> list[str]:
     """Methods x tasks (best, mean ± std) with the average over tasks, like the paper's Table 1.
 
     A row that ran fewer tasks than the table has columns averages its own tasks and says how many
-    ("53.6 (2 of 3)"): such an average is not comparable with a full row's. A row with a task not
-    finished yet has no average.
+    ("53.6 (2 of 3)"): such an average is not comparable with a full row's. A row with a cell not
+    finished yet (any task, any seed) has no average: a mean over fewer seeds than planned is not comparable
+    either.
     """
     axes = list(cells[0].axes)
     if "task" not in axes or "method" not in axes:
@@ -178,7 +185,8 @@ def _pivot(cells, rows) -> list[str]:
     out = ["| " + " | ".join(keys + tasks + ["avg"]) + " |", "|" + "---|" * (len(keys) + len(tasks) + 1)]
     for key, per_task in table.items():
         means = [_ms(per_task[t])[0] for t in tasks if t in per_task]  # over the tasks this row has
-        avg = DASH if None in means else f"{statistics.fmean(means):.1f}"
+        unfinished = any(v is None for t in tasks for v in per_task.get(t, []))
+        avg = DASH if unfinished or None in means else f"{statistics.fmean(means):.1f}"
         if avg != DASH and len(means) < len(tasks):
             avg += f" ({len(means)} of {len(tasks)})"
         out.append("| " + " | ".join([_v(k) for k in key] + [_fmt(per_task.get(t, [])) for t in tasks] + [avg]) + " |")
@@ -368,7 +376,7 @@ def _at_length(n):
     return lambda r: r.get("num_tokens") == n
 
 
-FULL_TRAIN_EXPS = ("full_train", "main_full", "smollm2_full")  # cells trained on full SuperGLUE training sets
+FULL_DATA_EXPS = ("main_full", "smollm2_full")  # issue 16's full-training-set table, the `auto` readout
 
 
 # (claim number, claim, our cells, rule, verdict function); a number may appear twice when a claim is
@@ -380,9 +388,12 @@ CLAIMS = [
     (2, "about +3 points at prompt length 10", "main, prompt_length at 10 tokens: residual vs none", "gain by 3",
      lambda rows: _compare(rows, ("main", "prompt_length"), "method", "residual", "none", 3, keep=_at_length(10))),
     (2, "about +3 points at prompt length 10",
-     "full_train and main_full / smollm2_full (full SuperGLUE training sets) at 10 tokens: residual vs none",
+     "main_full / smollm2_full (full SuperGLUE training sets, `auto` readout) at 10 tokens: residual vs none",
      "gain by 3",
-     lambda rows: _compare(rows, FULL_TRAIN_EXPS, "method", "residual", "none", 3, keep=_at_length(10))),
+     lambda rows: _compare(rows, FULL_DATA_EXPS, "method", "residual", "none", 3, keep=_at_length(10))),
+    (2, "about +3 points at prompt length 10",
+     "full_train (CB's full training set, the native pooler readout) at 10 tokens: residual vs none", "gain by 3",
+     lambda rows: _compare(rows, ("full_train",), "method", "residual", "none", 3, keep=_at_length(10))),
     (3, "10x shorter prompts at equal quality", "prompt_length: residual at L vs none at 10 L", "no loss",
      claim_shorter),
     (4, "under 2 points of variation across lr 0.01-10", "lr_robustness: residual, lr in [0.01, 10]", "range 2",
@@ -442,6 +453,16 @@ def _rests_on(rows) -> str:
     ids = sorted({r.source for r in rows})
     return DASH if not ids else f"{len(ids)} cell{'s' * (len(ids) != 1)}: " + \
         ", ".join(f"`{p}`" for p in compact_ids(ids))
+
+
+def complete(cells, rows) -> list:
+    """The rows of ``cells`` whose every seed is finished (cells grouped by experiment and settings but the
+    seed). A verdict compares seed means; a mean over fewer seeds than planned is not measured yet."""
+    groups = defaultdict(list)
+    for c in cells:
+        rest = {k: v for k, v in c.settings.items() if k != "seed"}
+        groups[(c.experiment, json.dumps(rest, sort_keys=True, default=str))].append(c)
+    return [rows[c.id] for g in groups.values() if all(c.id in rows for c in g) for c in g]
 
 
 def claim_rows(rows) -> list[tuple]:
@@ -564,13 +585,15 @@ def score_table(cells, rows, ref) -> tuple[list[str], dict]:
               "| | 1 ex. | " + " | ".join(DASH if ex[t] is None else f"{ex[t]:.2f}" for t in tasks) + " |"]
     done = [c for c in cells if c.id in rows]
     return lines, {"tasks": tasks, "const": const, "ex": ex, "entries": entries, "done": len(done),
-                   "total": len(cells), "copied": sum(rows[c.id].source != c.id for c in done),
+                   "total": len(cells), "copied": sum(rows[c.id].origin is not None for c in done),
                    "rows": [rows[c.id] for c in done]}
 
 
-def readout_table(cells, rows) -> tuple[list[str], dict]:
+def readout_table(cells, rows, ref=None) -> tuple[list[str], dict]:
     """Residual vs the head-only probe of the same readout, per task and pooling: the difference of the means
-    against one example's worth of points (100 / validation n)."""
+    against one example's worth of points (100 / validation n). A mean at or below the task's best constant
+    (``ref``, as in ``score_table``) is marked ≤c: where the probe is, the frozen features carry nothing that
+    a linear head finds, and the panel cannot tell a prompt that uses the readout from one that does not."""
     panels = defaultdict(lambda: defaultdict(list))
     for c in cells:
         panels[(c.settings.get("task"), c.settings.get("pooling", "native"))][c.settings.get("method")].append(c)
@@ -581,6 +604,8 @@ def readout_table(cells, rows) -> tuple[list[str], dict]:
         res, ho = ([rows[c.id] for c in by.get(m, []) if c.id in rows] for m in ("residual", "head_only"))
         (mr, _, kr), (mh, _, kh) = _ms([r.best for r in res]), _ms([r.best for r in ho])
         ex = _ms([r.ex for r in res + ho])[0]
+        const = _constant(ref or {}, task, res + ho)
+        low = [m is not None and const is not None and round(m, 1) <= const for m in (mr, mh)]
         count = f" ({kr}/{len(by.get('residual', []))})", f" ({kh}/{len(by.get('head_only', []))})"
         if mr is None or mh is None or ex is None:
             d, verdict = DASH, "not measured yet"
@@ -588,12 +613,14 @@ def readout_table(cells, rows) -> tuple[list[str], dict]:
             d = mr - mh
             verdict = "residual ahead by more than 1 ex." if d > ex else \
                 "probe ahead by more than 1 ex." if d < -ex else "within 1 ex."
-            measured.append((task, pooling, mr, mh, d, ex))
+            if low[1]:
+                verdict += " (probe ≤c: uninformative)"
+            measured.append((task, pooling, mr, mh, d, ex, low[1]))
             used += res + ho
             d = _signed(d)
-        lines.append(f"| {task} | {pooling} | {_fmt([r.best for r in res])}{count[0]} | "
-                     f"{_fmt([r.best for r in ho])}{count[1]} | {d} | {DASH if ex is None else f'{ex:.2f}'} | "
-                     f"{verdict} |")
+        lines.append(f"| {task} | {pooling} | {_fmt([r.best for r in res])}{' ≤c' * low[0]}{count[0]} | "
+                     f"{_fmt([r.best for r in ho])}{' ≤c' * low[1]}{count[1]} | {d} | "
+                     f"{DASH if ex is None else f'{ex:.2f}'} | {verdict} |")
     pool = defaultdict(dict)  # (task, method) -> pooling -> mean
     for (task, pooling), by in panels.items():
         for m, cs in by.items():
@@ -607,22 +634,33 @@ def readout_table(cells, rows) -> tuple[list[str], dict]:
 
 def _readout_verdict(info) -> str:
     """The plain answer to "does the residual prompt beat the probe of its own readout by more than one
-    example's worth of points?", from the measured panels."""
+    example's worth of points?", from the measured panels where the probe beats the best constant (a panel
+    whose probe does not is listed, and left out of the count)."""
     got = info["measured"]
     if not got:
         return f"Not measured yet ({info['done']} of {info['total']} cells finished)."
-    wins = [g for g in got if g[4] > g[5]]
-    each = "; ".join(f"{t} {p}: {mr:.1f} vs {mh:.1f}, {_signed(d)} with 1 ex. = {e:.1f}" for t, p, mr, mh, d, e in got)
+    live = [g for g in got if not g[6]]
+    flat = [f"{t} {p}" for t, p, *_, low in got if low]
+    each = "; ".join(f"{t} {p}: {mr:.1f} vs {mh:.1f}, {_signed(d)} with 1 ex. = {e:.2f}"
+                     for t, p, mr, mh, d, e, _ in got)
+    aside = (f" Left out of the count: {', '.join(flat)}, where the probe is at or below the best constant (the "
+             "frozen features give a linear head nothing there, so the panel cannot show what the readout is "
+             "worth).") if flat else ""
+    if not live:
+        return f"**Not measurable**: in every measured panel the probe is at or below the best constant ({each})." \
+            + aside
+    wins = [g for g in live if g[4] > g[5]]
+    where = f"{len(live)} measured panel(s)" + (" where the probe beats the best constant" if flat else "")
     if not wins:
         return (f"**No.** The residual prompt does not beat the probe of its own readout by more than one example's "
-                f"worth of points in any of the {len(got)} measured panel(s) ({each}).")
-    behind = [f"{t} {p}" for t, p, _, _, d, e in got if d < -e]
-    level = [f"{t} {p}" for t, p, _, _, d, e in got if -e <= d <= e]
+                f"worth of points in any of the {where} ({each}).{aside}")
+    behind = [f"{t} {p}" for t, p, _, _, d, e, _ in live if d < -e]
+    level = [f"{t} {p}" for t, p, _, _, d, e, _ in live if -e <= d <= e]
     rest = "; ".join(part for part in (f"the probe is ahead on {', '.join(behind)}" if behind else "",
                                        f"within one example on {', '.join(level)}" if level else "") if part)
-    return (f"**In {len(wins)} of {len(got)} measured panel(s)** the residual prompt beats the probe of its own "
+    return (f"**In {len(wins)} of {where}** the residual prompt beats the probe of its own "
             f"readout by more than one example's worth of points ({each})."
-            + (f" **In the other {len(got) - len(wins)} it does not**: {rest}." if rest else ""))
+            + (f" **In the other {len(live) - len(wins)} it does not**: {rest}." if rest else "") + aside)
 
 
 def summary_plot(path, cells, rows, ref, title) -> Path | None:
@@ -725,7 +763,7 @@ def _found_model(info, model) -> str:
 
 
 def _ex(info, t) -> str:
-    return DASH if info["ex"][t] is None else f"{info['ex'][t]:.1f}"
+    return DASH if info["ex"][t] is None else f"{info['ex'][t]:.2f}"
 
 
 def _found_low(info) -> str:
@@ -744,7 +782,7 @@ def _found_low(info) -> str:
 
 def _copied(info) -> str:
     """"3 of them read from `readout` cells with the same settings" (the grid copies those instead of training)."""
-    exps = sorted({r.source.split("__")[0] for r in info["rows"] if r.source != r.cell.id})
+    exps = sorted({r.origin.split("__")[0] for r in info["rows"] if r.origin is not None})
     who = "all" if info["copied"] == info["done"] else f"{info['copied']} of them"
     return f"{who} read from {', '.join(f'`{e}`' for e in exps)} cells with the same settings"
 
@@ -797,17 +835,22 @@ def _found(full, full_name, readout, few, few_name, claims) -> list[str]:
         out.append(text)
     if claims:
         by = defaultdict(list)
-        seen = set()
+        kinds = defaultdict(int)
+        for i, *_ in CLAIMS:
+            kinds[i] += 1
         for i, _, model, ours, _, _, verdict, _ in claims:
-            again = "full data" if "full SuperGLUE training" in ours else ours.split()[0]
-            tag = f"#{i}" + ("" if model == DASH else f" {model}") + (f" ({again})" if (i, model) in seen else "")
-            seen.add((i, model))
+            kind = ours.split()[0].rstrip(",")  # a claim judged on several kinds of cells names its kind
+            tag = f"#{i}" + ("" if model == DASH else f" {model}") + \
+                (f" ({CLAIM_KINDS.get(kind, kind)})" if kinds[i] > 1 else "")
             by[verdict].append(tag)
         out.append(f"**Claims of the paper** ({len(claims)} verdict rows, one per claim and backbone; the claims "
                    "table names the cells each rests on): " + "; ".join(
                        f"{len(by[v])} {v} ({', '.join(by[v])})" for v in ("confirmed", "within noise", "not confirmed",
                                                                           "not measured yet") if by[v]) + ".")
     return out
+
+
+CLAIM_KINDS = {"main": "FewGLUE", "main_full": "full data"}  # first word of a claim's "our cells" -> its tag
 
 
 def _load_other(grid, rows):
@@ -831,11 +874,13 @@ def summary_sections(grid, rows) -> tuple[list[str], list, dict]:
     resolved = _resolve(full_cells, full_rows, full_rows)
     full_lines, full = score_table(full_cells, resolved, full_ref) if full_cells else ([], None)
     readout_cells = [c for c in full_grid.cells if c.experiment == READOUT_EXP]
-    ro_lines, readout = readout_table(readout_cells, full_rows) if readout_cells else ([], None)
+    ro_lines, readout = readout_table(readout_cells, full_rows, full_ref) if readout_cells else ([], None)
     few_cells = [c for c in grid.cells if c.experiment in FEWGLUE_EXPS]
     few_lines, few = score_table(few_cells, rows, ref) if few_cells else ([], None)
     # the claims: this grid's cells, the full-data grid's, and full-data cells read from identical finished ones
-    pool = {id(r): r for r in [*rows.values(), *([] if same else full_rows.values()), *resolved.values()]}
+    # (each verdict on seed groups that have all their seeds: a partial task is not measured yet)
+    pool = {id(r): r for r in [*complete(grid.cells, rows), *([] if same else complete(full_grid.cells, full_rows)),
+                               *complete(full_cells, resolved)]}
     claims = claim_rows(list(pool.values()))
 
     found = _found(full, full_grid.name, readout, few, grid.name, claims)
@@ -858,7 +903,8 @@ def summary_sections(grid, rows) -> tuple[list[str], list, dict]:
                     "line: the best constant answer.", ""]
     legend = ("Best validation score, mean ± std over seeds (seeds finished / planned); **≤c** = at or below the "
               "best constant, the score of always answering the single best label on the validation set "
-              "(`python benchmarks/reference_scores.py`); 1 ex. = 100 / n, one validation example; "
+              "(`python benchmarks/reference_scores.py`); 1 ex. = 100 / n, one validation example's weight in "
+              "accuracy (one question's in exact match for MultiRC); "
               f"{DASH} = not run yet; an empty field is not in the grid.")
     if full_cells:
         link = "" if same else (f" Per-experiment tables: [{full_grid.report.name}]"
@@ -1058,7 +1104,9 @@ def build_report(grid) -> Path:
              f"`resprompt bench {grid.source}`; one part: `resprompt bench {grid.source} --only <text>`; this file "
              f"alone: `resprompt bench {grid.source} --report-only`.", "",
              "Scores in points (0-100), mean ± std over seeds; best = best validation score during the run (the "
-             "kept prompt), last = after the last step; 1 ex. = 100 / n, the weight of one validation example. "
+             "kept prompt), last = after the last step; 1 ex. = 100 / n, the weight of one validation example in accuracy (of one "
+             "question in exact match for MultiRC; where the score also averages in an F1, CB and MultiRC, one "
+             "example can move it by more or less). "
              f"{DASH} = not run yet.", ""]
     claims = None
     if grid.summary:
@@ -1082,7 +1130,7 @@ def build_report(grid) -> Path:
     if grid.notes:
         lines += ["## Notes on this grid", "", *(f"- {n}" for n in grid.notes), ""]
     if claims is None:
-        lines += claims_section(list(rows.values()))
+        lines += claims_section(complete(grid.cells, rows))
     for e, cells in by_exp.items():
         lines += [f"## Experiment `{e}`", ""]
         if len({tuple(c.axes) for c in cells}) > 1:
