@@ -98,6 +98,24 @@ def test_kv_prefixes_of_different_lengths_in_one_batch():
         assert mixed[r].tolist() == alone[0].tolist(), r
 
 
+def test_a_long_prefix_in_the_batch_does_not_refuse_a_short_prefix_row_that_fits():
+    """Row 0: BOS + 2 slots, 53 text tokens, 8 new = 64 positions, the limit; row 1: BOS + 6 slots, 2 tokens.
+    Each row's positions continue after its own prefix, so the batch fits (the old check added the longest
+    prefix to the longest row: 7 + 53 + 8 = 68 > 64, and refused both)."""
+    short, long = _model("llama", n=2), _model("llama", n=6)
+    long.backbone = short.backbone
+    p_short, p_long = _prompts(1, 2)[0], _prompts(1, 6)[0]
+    prefix = BatchPrefix([PromptPrefix.build(short, p_short), PromptPrefix.build(long, p_long)])
+    rows = [[5 + i % 40 for i in range(53)], [10, 11]]
+    text, mask = batch(rows, pad_left=True)
+    mixed = generate_ids(short, text, mask, prefix=prefix, config=GREEDY, eos_token_id=-1)
+    alone = generate_ids(short, torch.tensor([[1] + rows[0]]), prompts=p_short, config=GREEDY, use_cache=False,
+                         eos_token_id=-1)
+    assert mixed[0].tolist() == alone[0].tolist()
+    with pytest.raises(ValueError, match=r"the prompt \(3 slots\), 54 input tokens and max-new-tokens=8 need 65"):
+        generate_ids(short, *batch([rows[0] + [9], rows[1]], pad_left=True), prefix=prefix, config=GREEDY)
+
+
 def test_prefix_refuses_a_row_without_text():
     model = _model("llama")
     prefix = BatchPrefix([PromptPrefix.build(model)])

@@ -167,12 +167,16 @@ def _check_decoder_rows(model, attention_mask: torch.Tensor, config: GenerationC
     if bool((attention_mask[:, -1] == 0).any()) and bool(attention_mask.sum(-1).gt(0).all()):
         raise ValueError("decoder rows must be left padded (a row ends with padding): the new tokens would "
                          "follow the pads")
-    slots = max(p.length for p in prefix.rows) if prefix is not None else model.num_tokens
-    need = slots + attention_mask.shape[1] + config.max_new_tokens
+    # positions count each row's own prefix and real tokens (left pads take none): check row by row, so a
+    # long prompt in the batch does not refuse a short prompt's long input
+    real = attention_mask.long().sum(-1).tolist()
+    slots = [p.length for p in prefix.rows] if prefix is not None else [model.num_tokens] * len(real)
+    need = [s + t + config.max_new_tokens for s, t in zip(slots, real)]
     limit = model_max_length(model.backbone, model.tokenizer)
-    if need > limit:
-        raise ValueError(f"the prompt ({slots} slots), {attention_mask.shape[1]} input tokens and max-new-tokens="
-                         f"{config.max_new_tokens} need {need} positions; the backbone has {limit}")
+    worst = max(range(len(need)), key=need.__getitem__, default=None)
+    if worst is not None and need[worst] > limit:
+        raise ValueError(f"the prompt ({slots[worst]} slots), {real[worst]} input tokens and max-new-tokens="
+                         f"{config.max_new_tokens} need {need[worst]} positions; the backbone has {limit}")
 
 
 @torch.no_grad()
