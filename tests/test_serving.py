@@ -211,17 +211,53 @@ def test_refused_folders_are_skipped_with_their_reason(prompts, tiny_model_dirs,
     shutil.copytree(root / "cb", folder / "broken")
     (folder / "broken" / "prompt.safetensors").write_bytes(b"not a safetensors file")
     shutil.copytree(root / "cb", folder / "bad name")
+    shutil.copytree(root / "cb", folder / "labels")  # labels that are not a list of names (a TypeError before)
+    meta = json.loads((folder / "labels" / META_FILE).read_text())
+    meta["task"]["labels"] = 2
+    (folder / "labels" / META_FILE).write_text(json.dumps(meta))
     (folder / ".cb.tmp-123").mkdir()  # a half-written folder of io.atomic_dir: ignored
     registry = PromptRegistry(*load_backbone(tiny_model_dirs["bert"])[:2])
     report = registry.scan(folder)
     assert report.served == ["cb"] and registry.names() == ["cb"]
-    assert set(report.skipped) == {"gen", "odd", "record", "no-task", "broken", "bad name"}
+    assert set(report.skipped) == {"gen", "odd", "record", "no-task", "broken", "bad name", "labels"}
+    assert "task metadata labels=2 is not a list of label names" in report.skipped["labels"]
     assert "task kind 'ranking' is not served (served kinds: classification, generation)" in report.skipped["odd"]
     assert "a generative prompt needs a decoder or seq2seq backbone" in report.skipped["gen"]
     assert "several rows with a variable number of answers" in report.skipped["record"]
     assert TASK_FILE in report.skipped["no-task"]
     assert "prompt.safetensors" in report.skipped["broken"]
     assert "invalid" in report.skipped["bad name"]
+
+
+def test_an_error_in_one_folder_skips_it_alone(prompts, tiny_model_dirs, tmp_path, monkeypatch):
+    """A folder that cannot be read, or whose KV prefix / check fails at load, is skipped with its reason; the
+    scan goes on (before: the error escaped scan(), so /v1/reload answered 500 and kept no new folder)."""
+    import resprompt.serving.registry as registry_module
+    from resprompt.serving.registry import HANDLERS
+
+    root, _ = prompts
+    folder = tmp_path / "prompts"
+    for name in ("a", "b", "c"):
+        shutil.copytree(root / "cb", folder / name)
+    handler, check, stamp = HANDLERS["classification"], HANDLERS["classification"].check, registry_module.stamp
+
+    def failing_check(prompt):
+        if prompt.name == "b":
+            raise RuntimeError("CUDA out of memory")
+        return check(prompt)
+
+    def failing_stamp(path):
+        if path.name == "c":
+            raise PermissionError(13, "Permission denied", str(path))
+        return stamp(path)
+
+    monkeypatch.setattr(handler, "check", failing_check)
+    monkeypatch.setattr(registry_module, "stamp", failing_stamp)
+    registry = PromptRegistry(*load_backbone(tiny_model_dirs["bert"])[:2])
+    report = registry.scan(folder)
+    assert report.served == ["a"] and sorted(report.skipped) == ["b", "c"]
+    assert "CUDA out of memory" in report.skipped["b"]
+    assert "PermissionError" in report.skipped["c"] and "Permission denied" in report.skipped["c"]
 
 
 def test_rescan_adds_reloads_and_drops(prompts, tiny_model_dirs, tmp_path):

@@ -80,6 +80,8 @@ class ClassificationHandler:
         except DataError as e:
             raise PromptSkipped(str(e)) from None
         given = meta.get("labels")
+        if given is not None and (not isinstance(given, list) or not all(isinstance(x, str) for x in given)):
+            raise PromptSkipped(f"{where}: task metadata labels={given!r} is not a list of label names")
         if given is not None and list(given) not in (list(task.labels), list(served_labels(task))):
             raise PromptSkipped(f"{where}: the prompt was trained with labels {given}; task {task.name} "
                                 f"has labels {list(task.labels)}")

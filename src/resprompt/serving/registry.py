@@ -153,14 +153,19 @@ class PromptRegistry:
         return report
 
     def _scan_one(self, child: Path, old: LoadedPrompt | None, report: ScanReport) -> dict[str, LoadedPrompt]:
-        st = stamp(child)
-        if old is not None and old.path == child and old.stamp == st:
-            return {child.name: old}
+        """One folder of a scan; any error skips this folder alone (logged), the others keep loading."""
         try:
+            st = stamp(child)
+            if old is not None and old.path == child and old.stamp == st:
+                return {child.name: old}
             prompt = self._load(child.name, child, stamp_=st)
         except PromptSkipped as e:
             report.skipped[child.name] = str(e)
             log.error("prompt folder %s skipped: %s", child, e)
+            return {}
+        except Exception as e:  # noqa: BLE001 (unreadable folder, out of memory building a prefix, a bug)
+            report.skipped[child.name] = f"{child}: {type(e).__name__}: {e}"
+            log.exception("prompt folder %s skipped", child)
             return {}
         (report.reloaded if old is not None else report.added).append(child.name)
         log.info("serving prompt %r from %s", child.name, child)
@@ -182,13 +187,13 @@ class PromptRegistry:
             task_obj = handler.task_for(meta, str(folder))
             model = ResidualPromptModel.from_pretrained(self.backbone, folder, tokenizer=self.tokenizer,
                                                         allow_mismatch=self.options.allow_backbone_mismatch)
+            prompt = LoadedPrompt(name, folder, saved.format, kind, task_obj, model.eval(),
+                                  stamp(folder) if stamp_ is None else stamp_)
+            handler.check(prompt)  # KV prefixes are built here: a failure skips this prompt alone
         except PromptSkipped:
             raise
         except (ValueError, OSError, RuntimeError) as e:  # PromptFileError, HeadError, DataError, bad files
             raise PromptSkipped(str(e)) from None
-        prompt = LoadedPrompt(name, folder, saved.format, kind, task_obj, model.eval(),
-                              stamp(folder) if stamp_ is None else stamp_)
-        handler.check(prompt)
         return prompt
 
     # ------------------------------------------------------------------ predicting
