@@ -78,6 +78,20 @@ def test_binds_loopback_by_default():
     assert ServeConfig(model="m", prompts="p").host == "127.0.0.1"
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("timeout_s", float("nan"), "timeout_s must be a positive finite number, got nan"),  # every route answered 408
+    ("timeout_s", float("inf"), "timeout_s must be a positive finite number, got inf"),
+    ("max_wait_ms", float("nan"), "max_wait_ms must be a finite number >= 0, got nan"),
+    ("max_inputs", 0, "max_inputs must be a positive finite number, got 0"),
+    ("max_queue", 16, "max_queue=16 is below max_inputs=64"),  # 20 records: 503 forever on an idle server
+])
+def test_impossible_serve_settings_are_refused(field, value, message):
+    from resprompt.training.runconfig import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ServeConfig(model="m", prompts="p", **{field: value})
+
+
 def test_healthz_needs_no_key(served):
     r = httpx.get(served[0] + "/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok", "prompts": 2}
@@ -280,7 +294,8 @@ class SlowRegistry:
 
 
 def test_timeouts_and_a_full_queue_answer_504_and_503(tmp_path):
-    cfg = ServeConfig(model="m", prompts=str(tmp_path), timeout_s=0.2, max_queue=2, max_batch_size=1, max_wait_ms=0)
+    cfg = ServeConfig(model="m", prompts=str(tmp_path), timeout_s=0.2, max_queue=2, max_inputs=1, max_batch_size=1,
+                      max_wait_ms=0)
     with ServerThread(create_app(SlowRegistry(0.5), cfg)) as url:
         async def run():
             async with httpx.AsyncClient(base_url=url, timeout=30) as c:

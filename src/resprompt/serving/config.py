@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from ..devices import resolve_device, resolve_dtype
@@ -15,8 +16,8 @@ def _f(default, help: str):
 def _positive(obj, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name} must be a positive finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ class BatchPolicy:
 
     def __post_init__(self) -> None:
         _positive(self, "max_batch_size", "max_queue")
-        if not isinstance(self.max_wait_ms, (int, float)) or self.max_wait_ms < 0:
-            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        wait = self.max_wait_ms
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not math.isfinite(wait) or wait < 0:
+            raise ConfigError(f"max_wait_ms must be a finite number >= 0, got {wait!r}")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class ServeConfig:
                   "max_length", "timeout_s")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {self.port!r}")
+        if self.max_queue < self.max_inputs:  # a request of max_inputs records would be refused (503) forever
+            raise ConfigError(f"max_queue={self.max_queue} is below max_inputs={self.max_inputs}: a request with "
+                              "more records than the queue holds could never be accepted; raise --max-queue or "
+                              "lower --max-inputs")
         self.batch_policy()  # validates max_wait_ms
         resolve_dtype(self.dtype)
         resolve_device(self.device)  # a device torch cannot see is refused here, before anything loads
