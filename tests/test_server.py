@@ -174,6 +174,9 @@ BAD = [  # (content, headers, status, words in the message)
     ({"prompt": "rte", "inputs": [RTE], "extra": 1}, {}, 422, "extra: Extra inputs are not permitted"),
     ({"prompt": "rte", "inputs": [RTE] * 9}, {}, 422, "9 inputs: at most 8 per request"),
     ({"prompt": "rte", "inputs": [{**RTE, "premise": "x" * 2001}]}, {}, 422, "inputs[0].premise: 2001 characters"),
+    # a lone surrogate is valid JSON and not text: the tokenizer raised TypeError, answered 500
+    ('{"prompt": "rte", "inputs": [{"premise": "a\\ud800b", "hypothesis": "x"}]}', {"content-type": "application/json"},
+     422, "inputs[0].premise: not valid Unicode text: a lone surrogate '\\ud800' at character 1"),
     ({"prompt": "rte", "inputs": [{"premise": LONG, "hypothesis": LONG} for _ in range(8)]}, {}, 413,
      "request body too large"),
     ("x" * 30_000, {"content-type": "application/json"}, 413, "limit is 20000 bytes"),

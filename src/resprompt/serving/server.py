@@ -49,13 +49,20 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 ERRORS = {code: {"model": Error} for code in (400, 401, 404, 413, 422, 503, 504)}
 
 
-def long_text(record: dict, limit: int) -> tuple[str, int] | None:
-    """(field path, length) of the first string in ``record`` longer than ``limit``, or None."""
+def bad_text(record: dict, limit: int) -> tuple[str, str] | None:
+    """(field path, what is wrong) of the first string in ``record`` longer than ``limit`` characters or not
+    valid Unicode text (a lone surrogate such as "\\ud800", which JSON allows and tokenizers refuse), or None."""
     stack = [("", record)]
     while stack:
         path, value = stack.pop()
-        if isinstance(value, str) and len(value) > limit:
-            return path.lstrip("."), len(value)
+        if isinstance(value, str):
+            if len(value) > limit:
+                return path.lstrip("."), f"{len(value)} characters, more than the {limit} allowed (--max-text-chars)"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return path.lstrip("."), (f"not valid Unicode text: a lone surrogate {value[e.start]!r} at "
+                                          f"character {e.start}")
         if isinstance(value, dict):
             stack += [(f"{path}.{k}", v) for k, v in value.items()]
         elif isinstance(value, list):
@@ -67,10 +74,9 @@ def _check_inputs(req: PredictRequest, cfg: ServeConfig) -> None:
     if len(req.inputs) > cfg.max_inputs:
         raise HTTPException(422, f"{len(req.inputs)} inputs: at most {cfg.max_inputs} per request (--max-inputs)")
     for i, record in enumerate(req.inputs):
-        found = long_text(record, cfg.max_text_chars)
+        found = bad_text(record, cfg.max_text_chars)
         if found is not None:
-            raise HTTPException(422, f"inputs[{i}].{found[0]}: {found[1]} characters, more than the "
-                                f"{cfg.max_text_chars} allowed (--max-text-chars)")
+            raise HTTPException(422, f"inputs[{i}].{found[0]}: {found[1]}")
 
 
 def _predictions(results: list) -> list[Prediction]:
