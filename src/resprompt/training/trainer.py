@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import faults
-from ..io import write_json
+from ..io import PromptFileError, write_json
 from ..model import ResidualPromptModel
 from ..prompt.config import ResidualPromptConfig
 from ..tasks.features import length_grouped_order
 from ..tasks.prepared import TrainTask
 from . import runfolder
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from .runconfig import ConfigError, TrainConfig
 from .setup import prepare_backbone, prepare_task
 
@@ -192,7 +192,8 @@ def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     prog = Progress()
     if cfg.resume:
-        prog = Progress(**load_checkpoint(out / "checkpoint", model, optimizer, scheduler))
+        prog = _progress(out / "checkpoint", load_checkpoint(out / "checkpoint", model, optimizer, scheduler,
+                                                             cfg.allow_backbone_mismatch))
         log.info("resumed from step %d (epoch %d)", prog.step, prog.epoch)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if cfg.trackers():
@@ -201,6 +202,15 @@ def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
                                        prog.step if cfg.resume else None)
     return Run(cfg, prompt_cfg, out, accelerator, task, wrapped, accelerator.unwrap_model(wrapped), family,
                optimizer, scheduler, total_steps, micro_per_epoch, metrics_log, prog, lock=lock)
+
+
+def _progress(path: Path, saved) -> Progress:
+    """The checkpoint's progress record as a ``Progress``; a damaged or foreign one is an error naming it."""
+    known = {f.name for f in fields(Progress)}
+    if not isinstance(saved, dict) or not set(saved) <= known or "step" not in saved:
+        raise PromptFileError(f"{path / STATE_FILE}: 'progress' is not a resprompt progress record "
+                              f"(expected keys among {sorted(known)})")
+    return Progress(**saved)
 
 
 def _scalars(d: dict) -> dict:
@@ -216,7 +226,7 @@ def _step_batches(run: Run) -> Iterator[list[dict]]:
     (fewer at the end of an epoch). The caller advances ``prog.epoch`` between epochs.
     """
     cfg, prog = run.cfg, run.prog
-    pad_to = cfg.max_length if cfg.pad_to_max_length else None
+    pad_to = run.task.max_len if cfg.pad_to_max_length else None  # --max-length capped beside the prompt
     while True:
         order = length_grouped_order(run.task.lengths(), cfg.batch_size, cfg.seed * 100003 + prog.epoch)
         items = [run.task.train_features[i] for i in order]
