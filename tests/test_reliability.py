@@ -465,3 +465,38 @@ def test_a_foreign_progress_record_is_one_clear_error(tiny_model_dirs, data_root
     state_path.write_text(json.dumps(state))
     with pytest.raises(PromptFileError, match="trainer_state.json: 'progress' is not a resprompt progress record"):
         trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, resume=True), PROMPT)
+
+
+def test_fp16_overflow_in_scaled_gradients_is_not_a_divergence(tmp_path):
+    """Before: under fp16 the check read the gradients still multiplied by the loss scale, so an overflow
+    that GradScaler skips by design stopped the run as 'diverged'. The losses are still checked."""
+    from types import SimpleNamespace
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([float("inf"), 1.0])
+    run = SimpleNamespace(prog=SimpleNamespace(step=4), out=tmp_path,
+                          optimizer=SimpleNamespace(param_groups=[{"name": "prompt", "params": [p], "lr": 0.3}]))
+    with pytest.raises(trainer_mod.TrainingDiverged, match="step 5: .*non-finite gradients in group"):
+        trainer_mod.check_finite(run, torch.tensor([0.7]))
+    trainer_mod.check_finite(run, torch.tensor([0.7]), gradients=False)
+    with pytest.raises(trainer_mod.TrainingDiverged, match="loss nan"):
+        trainer_mod.check_finite(run, torch.tensor([float("nan")]), gradients=False)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"metric": "f1"}, "--metric: settings of a generative task"),
+    ({"eval_proxy": True}, "--eval-proxy: settings of a generative task"),
+    ({"stop": "\\n"}, "--stop: settings of a generative task"),
+    ({"warmup_steps": 50, "max_steps": 10}, "warmup-steps=50 is more than max-steps=10"),
+])
+def test_settings_a_classification_run_would_ignore_are_refused(settings, message):
+    """Before: accepted, and then never read (or, for warmup, the learning rate peaked at a fifth of --lr)."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig(task="CB", **settings)
+
+
+def test_warmup_longer_than_an_epoch_run_is_refused_before_the_folder(tiny_model_dirs, data_root, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"warmup-steps=100 is more than the run's 18 steps"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, warmup_steps=100), PROMPT)
+    assert not (out / "config.json").exists()

@@ -127,6 +127,14 @@ class TrainConfig:
         generative = self.target_field is not None or self.chat
         if generative and str(self.task).lower() != "custom":
             raise ConfigError("--target-field / --chat make a custom generative task: use --task custom")
+        if not generative:
+            given = [f"--{n.replace('_', '-')}" for n in ("metric", "eval_proxy", "stop") if getattr(self, n)]
+            if given:
+                raise ConfigError(f"{' / '.join(given)}: settings of a generative task (--target-field or --chat); "
+                                  f"task {self.task} is classification and would ignore them")
+        if self.max_steps is not None and self.warmup_steps > self.max_steps:
+            raise ConfigError(f"warmup-steps={self.warmup_steps} is more than max-steps={self.max_steps}: the "
+                              "learning rate would never reach --lr")
         if generative and self.few_shot:
             raise ConfigError("few-shot=... draws k examples per class; a generative task has none: use "
                               "--max-train-examples")

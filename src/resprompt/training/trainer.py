@@ -183,11 +183,14 @@ def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
     accelerator = _accelerator(cfg, out)
     set_seed(cfg.seed)
     model, family, task = _build(cfg, prompt_cfg, build_model, task)
+    micro_per_epoch = math.ceil(len(task.train_features) / cfg.batch_size)
+    total_steps = cfg.max_steps or cfg.epochs * math.ceil(micro_per_epoch / cfg.grad_accum)
+    if cfg.warmup_steps > total_steps:  # checked before the run folder is touched
+        raise ConfigError(f"warmup-steps={cfg.warmup_steps} is more than the run's {total_steps} steps: the "
+                          "learning rate would never reach --lr")
     if accelerator.is_main_process:
         runfolder.create(out, cfg, {**settings, "family": family, "train_data": getattr(task, "train_source", ""),
                                     "eval_data": getattr(task, "eval_source", "")})
-    micro_per_epoch = math.ceil(len(task.train_features) / cfg.batch_size)
-    total_steps = cfg.max_steps or cfg.epochs * math.ceil(micro_per_epoch / cfg.grad_accum)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     prog = Progress()
@@ -266,7 +269,9 @@ def optimizer_step(run: Run, micro_batches: list[dict]) -> float:
             loss = run.model(**inputs).loss
             acc.backward(loss / len(micro_batches))
         losses.append(loss.detach())
-    check_finite(run, acc.gather(torch.stack(losses)))  # every process's losses: all stop together
+    # every process's losses: all stop together. Under fp16 the gradients are still multiplied by the loss
+    # scale here: an overflow is the scaler's to skip (it lowers the scale), not a divergence
+    check_finite(run, acc.gather(torch.stack(losses)), gradients=acc.scaler is None)
     if cfg.max_grad_norm:
         acc.clip_grad_norm_(list(run.core.trainable_parameters().values()), cfg.max_grad_norm)
     run.optimizer.step()
@@ -281,12 +286,13 @@ class TrainingDiverged(ValueError):
     """The loss or a gradient is not finite: the run stops before the optimizer applies it."""
 
 
-def check_finite(run: Run, losses: torch.Tensor) -> None:
+def check_finite(run: Run, losses: torch.Tensor, gradients: bool = True) -> None:
     """Raises ``TrainingDiverged`` naming the step and the parameter groups whose gradients are not
-    finite, before the optimizer step: best/ and the last checkpoint keep the last good state."""
+    finite, before the optimizer step: best/ and the last checkpoint keep the last good state.
+    ``gradients=False`` checks the losses only (fp16 loss scaling skips overflowing steps itself)."""
     step = run.prog.step + 1
-    bad = [g["name"] for g in run.optimizer.param_groups
-           if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"])]
+    bad = [g["name"] for g in run.optimizer.param_groups if gradients
+           and any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"])]
     if torch.isfinite(losses).all() and not bad:
         return
     loss = ", ".join(f"{v:.4g}" for v in losses.tolist())
