@@ -243,3 +243,44 @@ def test_read_records_reads_csv_tsv_and_jsonl(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"s": "x", "label": "pos"}\n')
     for name in ("a.csv", "a.tsv", "a.jsonl"):
         assert [(r["s"], r["label"]) for r in D.read_records(tmp_path / name)] == [("x", "pos")]
+
+
+def test_user_records_refuse_empty_text_and_labels_that_are_not_names(tmp_path):
+    """Before: an empty or blank text trained on [CLS][SEP], and NaN / 1.0 / a list became classes of their own
+    ("nan", "1.0", "['a']")."""
+    blank = write(tmp_path / "b.jsonl", jl({"s": "a", "y": "pos"}, {"s": "  ", "y": "neg"}))
+    with pytest.raises(D.DataError, match=r"b\.jsonl:2: field 's' is empty"):
+        D.load_user_records(blank, text_fields=["s"], label_field="y")
+    empty_csv = write(tmp_path / "e.csv", "s,y\na,pos\n,neg\n")
+    with pytest.raises(D.DataError, match=r"e\.csv:3: field 's' is empty"):
+        D.load_user_records(empty_csv, text_fields=["s"], label_field="y")
+    for value, shown in ((float("nan"), "nan"), (1.0, "1.0"), (["a"], r"\['a'\]"), ({"k": 1}, r"\{'k': 1\}")):
+        f = write(tmp_path / "l.jsonl", jl({"s": "a", "y": "pos"}, {"s": "b", "y": value}))
+        with pytest.raises(D.DataError, match=rf"l\.jsonl:2: label field 'y' has value {shown}, expected a label name"):
+            D.load_user_records(f, text_fields=["s"], label_field="y")
+    ok = write(tmp_path / "ok.jsonl", jl({"s": "a", "y": 1}, {"s": "b", "y": True}, {"s": "c", "y": "pos"}))
+    assert len(D.load_user_records(ok, text_fields=["s"], label_field="y")) == 3
+
+
+def test_label_set_refuses_two_spellings_of_one_label(tmp_path):
+    """Before: "pos" and "Pos " were two classes, each kept its own rows."""
+    f = write(tmp_path / "u.jsonl", jl({"s": "a", "y": "pos"}, {"s": "b", "y": "neg"}, {"s": "c", "y": "Pos "}))
+    rows = D.load_user_records(f, text_fields=["s"], label_field="y")
+    with pytest.raises(D.DataError, match=r"u\.jsonl:3: label 'Pos ' differs only in case or spaces from 'pos' "
+                                          r"\(.*u\.jsonl:1\)"):
+        D.label_set(rows, "y")
+    assert D.label_set(rows[:2], "y") == ["neg", "pos"]
+
+
+def test_csv_line_numbers_after_blank_lines(tmp_path):
+    """Before: the first row after a blank line was reported on the blank line (3 here, instead of 4)."""
+    f = write(tmp_path / "a.csv", 'text,label\na,x\n\nb,y\n\n\n"c\nd",z\ne,w\n')
+    assert [r["__line__"] for r in D.read_csv(f)] == [2, 4, 7, 9]
+
+
+def test_custom_true_false_labels_come_back_as_written():
+    """Before: a user's labels False/True were written as false/true (SuperGLUE's submission spelling)."""
+    task = user_task("t", ["False", "True"], ["s"], "y")
+    inst = task.instances([{"s": "a", "y": "True"}], "encoder", "x")
+    assert task.submission(inst, [1], "encoder") == [{"idx": 0, "label": "True"}]
+    assert get_task("BoolQ").submission(inst, [1], "encoder") == [{"idx": 0, "label": "true"}]

@@ -266,3 +266,19 @@ def test_chat_labels_keep_a_token_that_starts_before_the_answer():
     inst = generative_task(chat=True).instances([rec(1, messages=turns)], "decoder", "f", True)
     f = train_features(inst, tok, "decoder", max_len=64, max_target=16)[0]
     assert tok.decode([t for t in f.labels if t != -100]) == " hi there\n"
+
+
+def test_rouge_l_scores_text_in_any_script():
+    """Before: rouge-score's tokenizer kept only [a-z0-9], so an exact match in Cyrillic or Chinese scored 0."""
+    assert G.rouge_l(["Москва столица"], ["москва столица"]) == 1.0
+    assert G.rouge_l(["café au lait"], ["cafe au lait"]) == pytest.approx(2 / 3)
+    # 北京是首都 vs 北京很大: characters 北 京 match -> P 2/5, R 2/4 -> F 4/9
+    assert G.rouge_l(["北京是首都"], ["北京很大"]) == pytest.approx(4 / 9)
+
+
+@pytest.mark.parametrize("text", ["The cat sat, on the mat!", "a_b c-d 3.14 x2", "  MIXED case\tTabs\nlines ",
+                                  "don't stop", "e-mail: a@b.com", ""])
+def test_rouge_tokens_on_ascii_are_the_packages_own(text):
+    from rouge_score import tokenize
+
+    assert G.WordTokenizer().tokenize(text) == tokenize.tokenize(text, None)

@@ -4,6 +4,7 @@ disk full, one run per folder."""
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -386,3 +387,116 @@ def test_a_nan_score_is_never_the_best(tiny_model_dirs, data_root, tmp_path):
              if json.loads(x)["type"] == "eval"]
     assert [(x["step"], x["best"]) for x in evals] == [(2, False), (4, True)]
     assert res["best_step"] == 4 and res["best"] == {"score": 0.25}
+
+
+# ------------------------------------------------------------------ review fixes: settings and resume
+def test_yaml_spellings_of_numbers_and_field_lists(tmp_path):
+    """Before: YAML reads 1e-3 as text, so lr_head: 1e-3 was refused, and a YAML list of text fields
+    was a traceback (AttributeError) in the CLI."""
+    from resprompt.training.runconfig import load_yaml, split_settings
+
+    p = tmp_path / "run.yaml"
+    p.write_text("lr_head: 1e-3\nweight_decay: 1e-5\ndropout: 1e-1\ntask: custom\ntext_fields: [premise, hypothesis]\n")
+    cfg, prompt = split_settings(load_yaml(str(p)))
+    assert cfg.lr_head == 0.001 and cfg.weight_decay == 1e-5 and prompt.dropout == 0.1
+    assert cfg.text_fields == "premise,hypothesis"
+    for bad, message in (({"text_fields": 3}, "text-fields=3 is invalid: expected text"),
+                         ({"model": ["a"]}, "model=['a'] is invalid: expected text"),
+                         ({"lr": "nan"}, "lr=nan is invalid"), ({"lr": "fast"}, "lr='fast' is invalid")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            split_settings(bad)
+
+
+def test_pad_to_max_length_pads_to_what_fits_beside_the_prompt(tiny_model_dirs, data_root, tmp_path):
+    """Before: batches were padded to --max-length itself (128 here, the backbone's whole length), so
+    the first step failed: 'input has 128 tokens but only 125 fit'."""
+    cfg = _cfg(tiny_model_dirs["bert"], tmp_path / "run", data_root, max_length=128, pad_to_max_length=True,
+               epochs=1, checkpoint_every=None)
+    res = trainer_mod.train(cfg, PROMPT)
+    assert res["best"]["score"] >= 0
+
+
+def _cut_run(tiny_model_dirs, data_root, out, monkeypatch):
+    def kill(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "_after_step", kill)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root), PROMPT)
+    monkeypatch.setattr(trainer_mod, "_after_step", lambda step: None)
+
+
+def test_resume_honours_allow_backbone_mismatch(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    """Before: the flag was accepted on --resume and ignored: the fingerprint error it names came back."""
+    from resprompt.io import PromptFileError
+
+    out = tmp_path / "run"
+    _cut_run(tiny_model_dirs, data_root, out, monkeypatch)
+    meta_path = out / "checkpoint" / "model" / "resprompt_config.json"
+    meta = json.loads(meta_path.read_text())
+    meta["embedding_fingerprint"] = "0" * len(str(meta["embedding_fingerprint"]))  # the weights changed since
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(PromptFileError, match="embedding_fingerprint"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, resume=True), PROMPT)
+    res = trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, resume=True,
+                                 allow_backbone_mismatch=True), PROMPT)
+    assert res["best"]["score"] >= 0
+
+
+def test_resume_accepts_the_run_folder_under_another_spelling(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    """Before: 'settings differ: output_dir .../run -> .../run/' (a trailing slash, a relative path)."""
+    out = tmp_path / "run"
+    _cut_run(tiny_model_dirs, data_root, out, monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    res = trainer_mod.train(_cfg(tiny_model_dirs["bert"], "run/", data_root, resume=True), PROMPT)
+    assert res["best"]["score"] >= 0
+
+
+def test_a_foreign_progress_record_is_one_clear_error(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    """Before: an unknown key in trainer_state.json's progress was a TypeError traceback."""
+    from resprompt.io import PromptFileError
+
+    out = tmp_path / "run"
+    _cut_run(tiny_model_dirs, data_root, out, monkeypatch)
+    state_path = out / "checkpoint" / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    state["progress"]["future_field"] = 1
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(PromptFileError, match="trainer_state.json: 'progress' is not a resprompt progress record"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, resume=True), PROMPT)
+
+
+def test_fp16_overflow_in_scaled_gradients_is_not_a_divergence(tmp_path):
+    """Before: under fp16 the check read the gradients still multiplied by the loss scale, so an overflow
+    that GradScaler skips by design stopped the run as 'diverged'. The losses are still checked."""
+    from types import SimpleNamespace
+
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([float("inf"), 1.0])
+    run = SimpleNamespace(prog=SimpleNamespace(step=4), out=tmp_path,
+                          optimizer=SimpleNamespace(param_groups=[{"name": "prompt", "params": [p], "lr": 0.3}]))
+    with pytest.raises(trainer_mod.TrainingDiverged, match="step 5: .*non-finite gradients in group"):
+        trainer_mod.check_finite(run, torch.tensor([0.7]))
+    trainer_mod.check_finite(run, torch.tensor([0.7]), gradients=False)
+    with pytest.raises(trainer_mod.TrainingDiverged, match="loss nan"):
+        trainer_mod.check_finite(run, torch.tensor([float("nan")]), gradients=False)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"metric": "f1"}, "--metric: settings of a generative task"),
+    ({"eval_proxy": True}, "--eval-proxy: settings of a generative task"),
+    ({"stop": "\\n"}, "--stop: settings of a generative task"),
+    ({"warmup_steps": 50, "max_steps": 10}, "warmup-steps=50 is more than max-steps=10"),
+])
+def test_settings_a_classification_run_would_ignore_are_refused(settings, message):
+    """Before: accepted, and then never read (or, for warmup, the learning rate peaked at a fifth of --lr)."""
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        TrainConfig(task="CB", **settings)
+
+
+def test_warmup_longer_than_an_epoch_run_is_refused_before_the_folder(tiny_model_dirs, data_root, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"warmup-steps=100 is more than the run's 18 steps"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, warmup_steps=100), PROMPT)
+    assert not (out / "config.json").exists()

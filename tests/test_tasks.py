@@ -311,3 +311,27 @@ def test_invalid_generated_answer_is_a_class_of_its_own():
     res = axb.evaluate(axb.instances(rows, "seq2seq", "x"), [0, 1, -1, 1], "seq2seq")
     assert res["matthews"] == pytest.approx(matthews([0, 1, 2, 1], [0, 1, 0, 1]))
     assert res["matthews"] != pytest.approx(matthews([0, 1, 1, 1], [0, 1, 0, 1]))
+
+
+def test_keep_ends_drops_the_middle():
+    from resprompt.tasks.features import keep_ends
+
+    assert keep_ends(list(range(10)), 10) == list(range(10))
+    assert keep_ends(list(range(10)), 5) == [0, 1, 7, 8, 9]
+    assert keep_ends(list(range(10)), 4) == [0, 1, 8, 9]
+    assert keep_ends([1, 2, 3], 1) == [3]
+
+
+def test_seq2seq_source_too_long_keeps_the_question(tiny_model_dirs):
+    """Before: T5 sources were cut from the right, so BoolQ's question (after a long passage) was lost."""
+    from transformers import AutoTokenizer
+
+    from resprompt.tasks.features import featurize
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dirs["t5"])
+    rec = {"question": "is the sky green", "passage": "word " * 400, "label": True, "idx": 0}
+    inst = get_task("BoolQ").instances([rec], "seq2seq", "x")
+    feat = featurize(inst, tok, "seq2seq", 48, train=True)[0]
+    text = tok.decode(feat.input_ids, skip_special_tokens=True)
+    assert len(feat.input_ids) == 48 and text.startswith("boolq passage") and text.endswith("question : is the sky green")
+    assert feat.input_ids[-1] == tok(rec["question"])["input_ids"][-1]  # the end-of-source token survives

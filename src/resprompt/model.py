@@ -382,10 +382,10 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
 
         formats.save_trainable(self, path)
 
-    def load_trainable(self, path: str | os.PathLike) -> None:
+    def load_trainable(self, path: str | os.PathLike, allow_mismatch: bool = False) -> None:
         from . import formats
 
-        formats.load_trainable(self, path)
+        formats.load_trainable(self, path, allow_mismatch)
 
 
 def _classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

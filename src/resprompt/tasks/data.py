@@ -95,6 +95,8 @@ def read_csv(path) -> list[dict]:
             out = []
             start = 2
             for row in reader:
+                # the row's first line: blank lines before it were skipped, quoted newlines are inside it
+                start = reader.line_num - sum(v.count("\n") for v in row.values() if isinstance(v, str))
                 if None in row:
                     raise DataError(f"{path}:{start}: more values than header columns {reader.fieldnames}")
                 if any(v is None for v in row.values()):
@@ -232,9 +234,37 @@ def load_user_records(path, *, text_fields: list[str], label_field: str | None) 
         for f in text_fields:
             if not isinstance(row[f], str):
                 raise DataError(f"{where(row)}: field '{f}' has value {row[f]!r}, expected a string")
-        if label_field and str(row[label_field]).strip() == "":
-            raise DataError(f"{where(row)}: label field '{label_field}' is empty")
+            if not row[f].strip():
+                raise DataError(f"{where(row)}: field '{f}' is empty")
+        if label_field:
+            _check_label(row, label_field)
     return rows
+
+
+def _check_label(row: dict, label_field: str) -> None:
+    """A label is a name, a whole number or a boolean: 1.0, NaN or a list would become a class of its own."""
+    value = row[label_field]
+    if isinstance(value, float) or not isinstance(value, (str, int)):
+        raise DataError(f"{where(row)}: label field '{label_field}' has value {value!r}, expected a label name "
+                        "or a whole number")
+    if str(value).strip() == "":
+        raise DataError(f"{where(row)}: label field '{label_field}' is empty")
+
+
+def label_set(rows: Sequence[dict], label_field: str) -> list[str]:
+    """The sorted distinct labels of ``rows``; two spellings of one label ("pos" / "Pos ") are an error."""
+    first: dict[str, dict] = {}
+    for row in rows:
+        first.setdefault(str(row[label_field]), row)
+    seen: dict[str, str] = {}
+    for label, row in first.items():
+        key = label.strip().lower()
+        if key in seen:
+            other = first[seen[key]]
+            raise DataError(f"{where(row)}: label {label!r} differs only in case or spaces from {seen[key]!r} "
+                            f"({where(other)}): write one label one way")
+        seen[key] = label
+    return sorted(first)
 
 
 # ----------------------------------------------------------------------------- few-shot

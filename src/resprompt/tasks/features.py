@@ -6,7 +6,9 @@ dynamically to their own longest row (right padding; left for decoders) by ``col
 - encoder: ``text_a`` [+ ``text_b``] with the tokenizer's special tokens, truncated
   longest-first to ``max_len``; label = class id.
 - seq2seq: ``source`` -> ``candidates[label]`` as the target (teacher forcing); evaluation
-  decodes with ``generate`` and maps the text back to a candidate.
+  decodes with ``generate`` and maps the text back to a candidate. A source too long loses its
+  middle (``keep_ends``): T5-style sources hold the task prefix and short fields (a question, an
+  answer) at either end of a long passage.
 - decoder: ``source`` + ``candidate`` continuation; the loss covers the candidate tokens only;
   evaluation scores every candidate by its mean token log-likelihood. The source is cut from the
   left when too long, so the question at its end survives. When every candidate of an instance is
@@ -32,6 +34,15 @@ class Feature:
     index: int = 0  # which instance (decoder candidates of one instance share it)
     candidate: int = 0  # which candidate this row scores (decoder evaluation)
     extra: dict = field(default_factory=dict)
+
+
+def keep_ends(ids: list[int], max_len: int) -> list[int]:
+    """``ids`` cut to ``max_len`` tokens by dropping the middle: the first ``max_len // 2`` and the rest
+    from the end (the EOS included) are kept."""
+    if len(ids) <= max_len:
+        return list(ids)
+    head = max_len // 2
+    return list(ids[:head]) + list(ids[len(ids) - (max_len - head):])
 
 
 def _decoder_pair(tok, source: str, cand: str, max_len: int, bos: list[int]) -> tuple[list[int], list[int]]:
@@ -64,7 +75,7 @@ def featurize(instances: Sequence, tokenizer, family: str, max_len: int, train: 
                                  enc.get("token_type_ids"), index=i))
     elif family == "seq2seq":
         for i, ex in enumerate(instances):
-            src = tokenizer(ex.source, truncation=True, max_length=max_len)["input_ids"]
+            src = keep_ends(tokenizer(ex.source)["input_ids"], max_len)
             label = -1 if ex.label is None else ex.label
             tgt = tokenizer(ex.candidates[label], truncation=True, max_length=64)["input_ids"] if label >= 0 else None
             feats.append(Feature(src, label, target_ids=tgt, index=i))

@@ -3,8 +3,10 @@
 - ``exact_match`` and ``token_f1``: after SQuAD's normalisation (lowercase, no punctuation, no
   articles a/an/the, whitespace collapsed: ``metrics.normalize_answer``); a row with several
   references takes its best.
-- ``rouge_l``: ROUGE-L F-measure from Google's ``rouge-score`` package (its tokenizer lowercases
-  and keeps alphanumerics), best over references.
+- ``rouge_l``: ROUGE-L F-measure from Google's ``rouge-score`` package, best over references, with
+  ``WordTokenizer``: lowercase runs of letters and digits of any script, each CJK character a token
+  of its own. On ASCII text its tokens are the package's default ones; the default drops every
+  other letter, so Cyrillic or Chinese text scored 0 even when matched exactly.
 - ``accuracy``: exact string equality after stripping; reported only when the references come from
   a small set (``small_target_set``), i.e. the task is classification written as text.
 
@@ -14,6 +16,7 @@ Every score is a float in [0, 1], averaged over rows; empty inputs or unequal le
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from statistics import fmean
@@ -61,11 +64,22 @@ def token_f1(predictions: Sequence[str], references: Sequence) -> float:
     return fmean(max(token_f1_one(p, r) for r in rs) for p, rs in zip(predictions, refs))
 
 
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f]")
+_WORD = re.compile(r"[^\W_]+")
+
+
+class WordTokenizer:
+    """ROUGE tokens: lowercase letter/digit runs of any script; CJK characters one token each."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(_CJK.sub(r" \g<0> ", text.lower()))
+
+
 def rouge_l(predictions: Sequence[str], references: Sequence) -> float:
     from rouge_score import rouge_scorer
 
     refs = _check(predictions, references)
-    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=WordTokenizer())
     return fmean(max(scorer.score(r, p)["rougeL"].fmeasure for r in rs) for p, rs in zip(predictions, refs))
 
 

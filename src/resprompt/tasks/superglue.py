@@ -396,6 +396,10 @@ class UserTask(ClassTask):
         dec = "\n".join(named) + f"\nQuestion: {opts}?\nAnswer:"
         return vals[0], (vals[1] if len(vals) > 1 else None), f"{self.name} " + " ".join(named), dec
 
+    def _label_out(self, pred):
+        """The user's own label as written (SuperGLUE's lowercase true/false is for its own tasks)."""
+        return self.labels[int(pred) if _valid(pred, self.num_labels) else 0]
+
     def metadata(self) -> dict:
         return {**super().metadata(), "custom": True, "text_fields": list(self.text_fields),
                 "label_field": self.label_field}

@@ -76,13 +76,16 @@ def save_checkpoint(path, model, optimizer, scheduler, progress: dict) -> None:
         })
 
 
-def load_checkpoint(path, model, optimizer, scheduler) -> dict:
-    """Restores model, optimizer, scheduler and RNG state; returns the saved progress dict."""
+def load_checkpoint(path, model, optimizer, scheduler, allow_mismatch: bool = False) -> dict:
+    """Restores model, optimizer, scheduler and RNG state; returns the saved progress dict.
+
+    ``allow_mismatch`` loads the prompt even if the backbone's fingerprint changed since the save.
+    """
     path = Path(path)
     state = read_json(path / STATE_FILE)
     tensors = read_safetensors(path / OPTIM_FILE)
     try:
-        model.load_trainable(path / "model")
+        model.load_trainable(path / "model", allow_mismatch=allow_mismatch)
         optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])

@@ -127,6 +127,14 @@ class TrainConfig:
         generative = self.target_field is not None or self.chat
         if generative and str(self.task).lower() != "custom":
             raise ConfigError("--target-field / --chat make a custom generative task: use --task custom")
+        if not generative:
+            given = [f"--{n.replace('_', '-')}" for n in ("metric", "eval_proxy", "stop") if getattr(self, n)]
+            if given:
+                raise ConfigError(f"{' / '.join(given)}: settings of a generative task (--target-field or --chat); "
+                                  f"task {self.task} is classification and would ignore them")
+        if self.max_steps is not None and self.warmup_steps > self.max_steps:
+            raise ConfigError(f"warmup-steps={self.warmup_steps} is more than max-steps={self.max_steps}: the "
+                              "learning rate would never reach --lr")
         if generative and self.few_shot:
             raise ConfigError("few-shot=... draws k examples per class; a generative task has none: use "
                               "--max-train-examples")
@@ -189,6 +197,31 @@ def load_yaml(path: str, what: str = "--config") -> dict:
 ALIASES = {"method": "reparam", "prompt_length": "num_tokens"}
 
 
+def _coerce(fields, settings: dict[str, Any]) -> dict[str, Any]:
+    """YAML spellings of a field's type made that type; a value of the wrong kind is an error.
+
+    YAML reads ``1e-3`` (no dot) as text: a float field takes it as the number it spells (NaN and
+    inf are then refused by validation). ``text_fields`` may be a YAML list of names. Any other
+    non-text value for a text field (a list, a number) is refused here, naming the setting.
+    """
+    out = dict(settings)
+    for f in fields:
+        if f.name not in out:
+            continue
+        v, kind = out[f.name], str(f.type)
+        if "float" in kind and isinstance(v, str):
+            try:
+                out[f.name] = float(v)
+            except ValueError:
+                pass  # not a number: validation names the value
+        elif kind.startswith("str") and v is not None and not isinstance(v, str):
+            if f.name == "text_fields" and isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+                out[f.name] = ",".join(v)
+            else:
+                raise ConfigError(f"{f.name.replace('_', '-')}={v!r} is invalid: expected text")
+    return out
+
+
 def split_settings(settings: dict[str, Any]) -> tuple[TrainConfig, ResidualPromptConfig]:
     """Builds both configs from one flat dict (YAML keys or flags); unknown keys are an error."""
     settings = {ALIASES.get(k.replace("-", "_"), k.replace("-", "_")): v for k, v in settings.items()}
@@ -197,6 +230,8 @@ def split_settings(settings: dict[str, Any]) -> tuple[TrainConfig, ResidualPromp
     unknown = sorted(set(settings) - train_keys - prompt_keys)
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    fields = [*dataclasses.fields(TrainConfig), *dataclasses.fields(ResidualPromptConfig)]
+    settings = _coerce(fields, settings)
     try:
         train = TrainConfig(**{k: v for k, v in settings.items() if k in train_keys})
         prompt = ResidualPromptConfig(**{k: v for k, v in settings.items() if k in prompt_keys})

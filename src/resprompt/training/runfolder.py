@@ -24,7 +24,8 @@ from .runconfig import ConfigError, TrainConfig
 log = logging.getLogger(__name__)
 RUN_MARKER = "resprompt_run.json"
 # Settings a resumed run may change: they do not touch what is trained or how.
-RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "progress", "report_to", "allow_backbone_mismatch"})
+RESUMABLE_CHANGES = frozenset({"resume", "overwrite", "progress", "report_to", "allow_backbone_mismatch",
+                               "output_dir"})  # config.json is read from the folder itself, however named
 
 
 def is_run_folder(out: Path) -> bool:

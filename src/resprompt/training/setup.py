@@ -12,6 +12,7 @@ Used by ``train``, ``eval`` and ``predict`` alike, so that all three read data t
 
 from __future__ import annotations
 
+import os
 import random
 
 from ..tasks import data as data_mod
@@ -70,7 +71,7 @@ def resolve_task(cfg: TrainConfig, saved: dict | None = None):
     # the label set is the training file's: an evaluation label outside it is an error naming file:line
     source = cfg.train_file or cfg.eval_file
     records = data_mod.load_user_records(source, text_fields=fields, label_field=cfg.label_field)
-    labels = sorted({str(r[cfg.label_field]) for r in records})
+    labels = data_mod.label_set(records, cfg.label_field)
     return user_task("custom", labels, fields, cfg.label_field)
 
 
@@ -102,22 +103,21 @@ def _fewglue_dir(cfg: TrainConfig):
     return folder
 
 
-def _records(cfg: TrainConfig, task, split: str, source: str):
-    if isinstance(task, GenerativeTask):
-        path = cfg.train_file if split == "train" else cfg.eval_file
-        if not path:
-            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
+def _records(cfg: TrainConfig, task, split: str, source: str, train: bool):
+    """Records of one split: the user's file (``--train-file`` / ``--eval-file``) if given, else the task's data."""
+    path = cfg.train_file if train else cfg.eval_file
+    flag = "--train-file" if train else "--eval-file"
+    if isinstance(task, (GenerativeTask, UserTask)) and not path:
+        raise ConfigError(f"task 'custom' needs {flag}")
+    if isinstance(task, UserTask):
+        fields = list(task.text_fields)
+        label = task.label_field if train else None  # evaluation files may lack labels
+        return data_mod.load_user_records(path, text_fields=fields, label_field=label), str(path)
+    if path:  # a generative task's file, or the user's own file in a SuperGLUE task's official format
         records = data_mod.read_records(path)
         if not records:
             raise DataError(f"{path}: no records (empty file)")
         return records, str(path)
-    if isinstance(task, UserTask):
-        path = cfg.train_file if split == "train" else cfg.eval_file
-        if not path:
-            raise ConfigError(f"task 'custom' needs --{'train' if split == 'train' else 'eval'}-file")
-        fields = list(task.text_fields)
-        label = task.label_field if split == "train" else None  # evaluation files may lack labels
-        return data_mod.load_user_records(path, text_fields=fields, label_field=label), str(path)
     if source == "fewglue":
         return data_mod.load_records(task, split, fewglue_dir=_fewglue_dir(cfg))
     if source == "hub":
@@ -140,7 +140,7 @@ def load_split(cfg: TrainConfig, task, family: str, train: bool):
     else:
         split = cfg.eval_split
         source = "fewglue" if split == "dev32" else ("hub" if cfg.train_source == "hub" else "superglue")
-    records, desc = _records(cfg, task, split, source)
+    records, desc = _records(cfg, task, split, source, train)
     if train and cfg.few_shot:
         records = data_mod.few_shot(records, cfg.few_shot, cfg.seed, label_key(task))
     if train and cfg.max_train_examples and len(records) > cfg.max_train_examples:
@@ -153,13 +153,24 @@ def load_split(cfg: TrainConfig, task, family: str, train: bool):
         instances = task.instances(records, family, desc)
     if not instances:
         raise DataError(f"{desc}: no examples")
+    if train and not isinstance(task, GenerativeTask) and not any(
+            i.label is not None or i.meta.get("answers") for i in instances):
+        raise DataError(f"{desc}: no gold labels (a test split?): training needs labelled records")
     return instances, desc
+
+
+def _same_data(a: str, b: str) -> bool:
+    """Whether two split sources (file paths, or hub names) name the same data."""
+    return a == b or (os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b))
 
 
 def prepare_task(cfg: TrainConfig, task, family: str, tokenizer, max_len: int):
     """Both splits of ``task`` read and tokenised for a training run (a ``TrainTask``)."""
     train_inst, train_desc = load_split(cfg, task, family, train=True)
     eval_inst, eval_desc = load_split(cfg, task, family, train=False)
+    if _same_data(train_desc, eval_desc):
+        raise ConfigError(f"training and evaluation both read {eval_desc}: the best prompt would be chosen on its "
+                          "own training data; pass another --eval-split or --eval-file")
     if isinstance(task, GenerativeTask):
         from ..tasks.genprepared import GenerativePreparedTask
 

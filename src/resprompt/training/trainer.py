@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from .. import faults
-from ..io import write_json
+from ..io import PromptFileError, write_json
 from ..model import ResidualPromptModel
 from ..prompt.config import ResidualPromptConfig
 from ..tasks.features import length_grouped_order
 from ..tasks.prepared import TrainTask
 from . import runfolder
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import STATE_FILE, load_checkpoint, save_checkpoint
 from .runconfig import ConfigError, TrainConfig
 from .setup import prepare_backbone, prepare_task
 
@@ -183,16 +183,20 @@ def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
     accelerator = _accelerator(cfg, out)
     set_seed(cfg.seed)
     model, family, task = _build(cfg, prompt_cfg, build_model, task)
+    micro_per_epoch = math.ceil(len(task.train_features) / cfg.batch_size)
+    total_steps = cfg.max_steps or cfg.epochs * math.ceil(micro_per_epoch / cfg.grad_accum)
+    if cfg.warmup_steps > total_steps:  # checked before the run folder is touched
+        raise ConfigError(f"warmup-steps={cfg.warmup_steps} is more than the run's {total_steps} steps: the "
+                          "learning rate would never reach --lr")
     if accelerator.is_main_process:
         runfolder.create(out, cfg, {**settings, "family": family, "train_data": getattr(task, "train_source", ""),
                                     "eval_data": getattr(task, "eval_source", "")})
-    micro_per_epoch = math.ceil(len(task.train_features) / cfg.batch_size)
-    total_steps = cfg.max_steps or cfg.epochs * math.ceil(micro_per_epoch / cfg.grad_accum)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     prog = Progress()
     if cfg.resume:
-        prog = Progress(**load_checkpoint(out / "checkpoint", model, optimizer, scheduler))
+        prog = _progress(out / "checkpoint", load_checkpoint(out / "checkpoint", model, optimizer, scheduler,
+                                                             cfg.allow_backbone_mismatch))
         log.info("resumed from step %d (epoch %d)", prog.step, prog.epoch)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     if cfg.trackers():
@@ -201,6 +205,15 @@ def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
                                        prog.step if cfg.resume else None)
     return Run(cfg, prompt_cfg, out, accelerator, task, wrapped, accelerator.unwrap_model(wrapped), family,
                optimizer, scheduler, total_steps, micro_per_epoch, metrics_log, prog, lock=lock)
+
+
+def _progress(path: Path, saved) -> Progress:
+    """The checkpoint's progress record as a ``Progress``; a damaged or foreign one is an error naming it."""
+    known = {f.name for f in fields(Progress)}
+    if not isinstance(saved, dict) or not set(saved) <= known or "step" not in saved:
+        raise PromptFileError(f"{path / STATE_FILE}: 'progress' is not a resprompt progress record "
+                              f"(expected keys among {sorted(known)})")
+    return Progress(**saved)
 
 
 def _scalars(d: dict) -> dict:
@@ -216,7 +229,7 @@ def _step_batches(run: Run) -> Iterator[list[dict]]:
     (fewer at the end of an epoch). The caller advances ``prog.epoch`` between epochs.
     """
     cfg, prog = run.cfg, run.prog
-    pad_to = cfg.max_length if cfg.pad_to_max_length else None
+    pad_to = run.task.max_len if cfg.pad_to_max_length else None  # --max-length capped beside the prompt
     while True:
         order = length_grouped_order(run.task.lengths(), cfg.batch_size, cfg.seed * 100003 + prog.epoch)
         items = [run.task.train_features[i] for i in order]
@@ -256,7 +269,9 @@ def optimizer_step(run: Run, micro_batches: list[dict]) -> float:
             loss = run.model(**inputs).loss
             acc.backward(loss / len(micro_batches))
         losses.append(loss.detach())
-    check_finite(run, acc.gather(torch.stack(losses)))  # every process's losses: all stop together
+    # every process's losses: all stop together. Under fp16 the gradients are still multiplied by the loss
+    # scale here: an overflow is the scaler's to skip (it lowers the scale), not a divergence
+    check_finite(run, acc.gather(torch.stack(losses)), gradients=acc.scaler is None)
     if cfg.max_grad_norm:
         acc.clip_grad_norm_(list(run.core.trainable_parameters().values()), cfg.max_grad_norm)
     run.optimizer.step()
@@ -271,12 +286,13 @@ class TrainingDiverged(ValueError):
     """The loss or a gradient is not finite: the run stops before the optimizer applies it."""
 
 
-def check_finite(run: Run, losses: torch.Tensor) -> None:
+def check_finite(run: Run, losses: torch.Tensor, gradients: bool = True) -> None:
     """Raises ``TrainingDiverged`` naming the step and the parameter groups whose gradients are not
-    finite, before the optimizer step: best/ and the last checkpoint keep the last good state."""
+    finite, before the optimizer step: best/ and the last checkpoint keep the last good state.
+    ``gradients=False`` checks the losses only (fp16 loss scaling skips overflowing steps itself)."""
     step = run.prog.step + 1
-    bad = [g["name"] for g in run.optimizer.param_groups
-           if any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"])]
+    bad = [g["name"] for g in run.optimizer.param_groups if gradients
+           and any(p.grad is not None and not torch.isfinite(p.grad).all() for p in g["params"])]
     if torch.isfinite(losses).all() and not bad:
         return
     loss = ", ".join(f"{v:.4g}" for v in losses.tolist())
