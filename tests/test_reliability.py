@@ -500,3 +500,15 @@ def test_warmup_longer_than_an_epoch_run_is_refused_before_the_folder(tiny_model
     with pytest.raises(ConfigError, match=r"warmup-steps=100 is more than the run's 18 steps"):
         trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root, warmup_steps=100), PROMPT)
     assert not (out / "config.json").exists()
+
+
+def test_a_batch_that_does_not_split_across_processes_is_refused_first(tiny_model_dirs, data_root, tmp_path,
+                                                                        monkeypatch):
+    """Before: Accelerate's split_batches failed inside the first step, after the run folder was made."""
+    import accelerate
+
+    monkeypatch.setattr(accelerate.Accelerator, "num_processes", property(lambda self: 3))
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="batch-size=4 does not split evenly across 3 processes"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], out, data_root), PROMPT)
+    assert not (out / "config.json").exists()

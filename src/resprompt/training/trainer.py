@@ -181,6 +181,9 @@ def _setup(cfg, prompt_cfg, build_model, task, out: Path, lock) -> Run:
     if cfg.resume:
         runfolder.check_resume_settings(out, settings, runfolder.setting_defaults(cfg, prompt_cfg))
     accelerator = _accelerator(cfg, out)
+    if cfg.batch_size % accelerator.num_processes:  # split_batches cuts each batch across processes
+        raise ConfigError(f"batch-size={cfg.batch_size} does not split evenly across {accelerator.num_processes} "
+                          "processes: pick a multiple of the process count")
     set_seed(cfg.seed)
     model, family, task = _build(cfg, prompt_cfg, build_model, task)
     micro_per_epoch = math.ceil(len(task.train_features) / cfg.batch_size)
