@@ -212,3 +212,32 @@ def test_no_kv_prefix_under_a_sliding_window():
     with pytest.raises(ValueError, match="recompute the prompt instead"):
         PromptPrefix.build(model)
     assert prefix_unsupported(_model("llama")) is None
+
+
+
+def _word_tokenizer(words, special):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token=words[3]))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token=words[0], eos_token=words[2], unk_token=words[3],
+                                   additional_special_tokens=[special])
+
+
+def test_a_stop_string_that_is_a_special_token_ends_the_row():
+    """A chat end-of-turn token (here ``<eot>``) is dropped by decoding, so it must stop a row by its id."""
+    tok = _word_tokenizer(["<pad>", "<s>", "</s>", "<unk>", "cat", "dog", "<eot>", "red"], "<eot>")
+    cfg = GenerationConfig(max_new_tokens=8, stop=("<eot>",))
+    assert decode_texts(torch.tensor([[4, 5, 6, 7, 4], [5, 7, 0, 0, 0]]), tok, cfg) == ["cat dog", "dog red"]
+    model = _model("llama")
+    ids, mask = batch(ROWS[:1], pad_left=True)
+    free = generate_ids(model, ids, mask, prompts=_prompts(1), config=GREEDY, eos_token_id=-1)[0].tolist()
+    eot = free[2]  # the token generated third plays the end of turn
+    assert eot > 3, "the seeded model must generate an ordinary token third"
+    words = ["<pad>", "<s>", "</s>", "<unk>"] + [f"w{i}" for i in range(4, model.backbone.config.vocab_size)]
+    words[eot] = "<eot>"
+    tok = _word_tokenizer(words, "<eot>")
+    cut = generate_ids(model, ids, mask, prompts=_prompts(1), config=cfg, tokenizer=tok, eos_token_id=-1)
+    assert cut[0].tolist() == free[: free.index(eot) + 1]  # stopped at the first end of turn
+    assert decode_texts(cut, tok, cfg, eos_token_id=-1)[0] == " ".join(words[t] for t in free[: free.index(eot)])

@@ -6,6 +6,7 @@ import torch
 from resprompt.tasks import genmetrics as G
 from resprompt.tasks.generative import (
     GenerativeTask,
+    GenInstance,
     generative_task,
     generative_task_from_metadata,
 )
@@ -63,6 +64,31 @@ def test_bad_targets_name_file_line_and_field(record, message):
     task = generative_task(text_fields="q")
     with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
         task.instances([record], "decoder", "data.jsonl", require_target=True)
+
+
+def test_an_empty_input_names_the_record():
+    with pytest.raises(DataError, match="data.jsonl:2: field 'q' is empty"):
+        generative_task(text_fields="q").instances([rec(2, q=" ", target="y")], "decoder", "data.jsonl")
+    with pytest.raises(DataError, match="data.jsonl:3: the template renders an empty input"):
+        generative_task(template="{q}").instances([rec(3, q="", target="y")], "decoder", "data.jsonl")
+
+
+def test_a_decoder_row_with_no_token_is_refused():
+    """Without BOS, an input that tokenises to nothing would leave generation nothing to follow (an IndexError
+    on a batch of such rows, a masked pad slot inside a mixed one)."""
+    tok = WordTokenizer()
+    tok.bos_token_id = None
+    inst = [GenInstance("0", "data.jsonl:7", source="", target="y")]
+    with pytest.raises(DataError, match="data.jsonl:7: the input tokenizes to no tokens"):
+        generation_features(inst, tok, "decoder", max_len=16, max_new_tokens=4)
+    with pytest.raises(DataError, match="data.jsonl:7: the input tokenizes to no tokens"):
+        train_features(inst, tok, "decoder", max_len=16, max_target=4)
+
+
+def test_a_blank_target_column_is_no_target_when_predicting():
+    task = generative_task(text_fields="q")
+    assert [i.target for i in task.instances([rec(1, q="x", target=""), rec(2, q="z", target=" ")],
+                                             "decoder", "in.csv")] == [None, None]
 
 
 def test_unlabelled_rows_are_fine_for_predict_but_not_mixed():
@@ -180,6 +206,15 @@ def test_chat_loss_covers_the_assistant_turns_only(chat_tokenizer):
     assert inst[0].target == "blue"
 
 
+def test_a_chat_answer_longer_than_the_row_is_refused_not_cut(chat_tokenizer):
+    turns = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "one two three four five six"}]
+    inst = generative_task(chat=True).instances([rec(4, messages=turns)], "decoder", "f", True)
+    with pytest.raises(DataError, match="data.jsonl:4: the .*-token target leaves no room for the input within "
+                                        "max-length=6"):
+        train_features(inst, chat_tokenizer, "decoder", max_len=6, max_target=32)
+    assert train_features(inst, chat_tokenizer, "decoder", max_len=64, max_target=32)
+
+
 def test_chat_without_a_template_is_refused(chat_tokenizer):
     from resprompt.tasks.genfeatures import check_chat_template
 
@@ -200,6 +235,15 @@ def test_generation_metrics_by_hand():
     # rouge-score keeps articles: "the cat sat" vs "a cat sat down": LCS 2, P 2/3, R 1/2 -> 4/7
     assert G.rouge_l(preds, refs) == pytest.approx((4 / 7 + 1.0) / 2)
     assert "accuracy" not in G.generation_scores(preds, refs)
+
+
+def test_references_that_normalise_to_nothing_need_a_real_match():
+    """"A" and "." lose everything to SQuAD's normalisation: an empty or article-only answer matched them."""
+    refs = ["A", "B", "A", "."]
+    preds = ["", "b", "The", "?"]
+    assert G.exact_match(preds, refs) == 0.25
+    assert G.token_f1(preds, refs) == 0.25
+    assert G.exact_match(["a", " . "], ["A", "."]) == 1.0
 
 
 def test_accuracy_is_reported_for_a_small_target_set():

@@ -52,19 +52,31 @@ def pick_next(logits: torch.Tensor, config: GenerationConfig, generator: torch.G
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def stop_token_ids(tokenizer, stop: tuple[str, ...]) -> list[int]:
+    """Ids of the stop strings that are one special token (a chat template's end of turn: ``<|eot_id|>``,
+    ``<end_of_turn>``): decoding drops those, so they stop a row by id, as EOS does."""
+    ids, convert = [], getattr(tokenizer, "convert_tokens_to_ids", None)
+    for s in stop if convert is not None else ():
+        i = convert(s)
+        if isinstance(i, int) and tokenizer.convert_ids_to_tokens(i) == s \
+                and tokenizer.decode([i], skip_special_tokens=True) == "":
+            ids.append(i)
+    return ids
+
+
 class _Stopper:
-    """Marks rows finished at EOS or once their text contains a stop string."""
+    """Marks rows finished at EOS, at a stop string's special token, or once their text contains a stop string."""
 
     def __init__(self, batch: int, eos_id: int | None, config: GenerationConfig, tokenizer, device):
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
-        self.eos_id, self.stop, self.tokenizer = eos_id, config.stop, tokenizer
+        self.stop, self.tokenizer = config.stop, tokenizer
         if self.stop and tokenizer is None:
             raise ValueError("stop strings need the tokenizer (pass tokenizer=...)")
+        ends = ([eos_id] if eos_id is not None else []) + (stop_token_ids(tokenizer, self.stop) if self.stop else [])
+        self.end_ids = torch.tensor(ends, dtype=torch.long, device=device)
 
     def update(self, tokens: list[torch.Tensor]) -> None:
-        last = tokens[-1]
-        if self.eos_id is not None:
-            self.done |= last == self.eos_id
+        self.done |= torch.isin(tokens[-1], self.end_ids)
         if self.stop:
             rows = torch.stack(tokens, 1).cpu()  # one copy per step, not one per row
             for r in (~self.done).nonzero().flatten().tolist():
@@ -223,13 +235,14 @@ def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_
 
 def decode_texts(tokens: torch.Tensor, tokenizer, config: GenerationConfig | None = None,
                  eos_token_id: int | None = None) -> list[str]:
-    """Texts of ``generate_ids`` rows: cut at the first EOS, special tokens dropped, cut before a stop string."""
+    """Texts of ``generate_ids`` rows: cut at the first EOS or stop token, special tokens dropped, cut before
+    a stop string."""
     config = config or GenerationConfig()
     eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
+    ends = set(stop_token_ids(tokenizer, config.stop)) | ({eos} if eos is not None else set())
     texts = []
     for row in tokens.tolist():
-        if eos is not None and eos in row:
-            row = row[: row.index(eos)]
+        row = row[: next((k for k, t in enumerate(row) if t in ends), len(row))]
         text = tokenizer.decode(row, skip_special_tokens=True)
         cuts = [text.index(s) for s in config.stop if s in text]
         texts.append(text[: min(cuts)] if cuts else text)

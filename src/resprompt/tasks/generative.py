@@ -121,7 +121,10 @@ class GenerativeTask:
                     raise DataError(f"{where(rec)}: template placeholder {{{name}}} is not a field of the record "
                                     f"(fields: {', '.join(have)})")
                 values[name] = rec[name] if isinstance(rec[name], str) else str(rec[name])
-            return self.template.format_map(values)
+            text = self.template.format_map(values)
+            if not text.strip():
+                raise DataError(f"{where(rec)}: the template renders an empty input")
+            return text
         vals = []
         for f in self.text_fields:
             if f not in rec or rec[f] is None:
@@ -129,6 +132,8 @@ class GenerativeTask:
                 raise DataError(f"{where(rec)}: field '{f}' missing (fields present: {', '.join(have)})")
             if not isinstance(rec[f], str):
                 raise DataError(f"{where(rec)}: field '{f}' has value {rec[f]!r}, expected a string")
+            if not rec[f].strip():
+                raise DataError(f"{where(rec)}: field '{f}' is empty")
             vals.append(rec[f])
         if len(vals) == 1:
             return vals[0]
@@ -145,6 +150,8 @@ class GenerativeTask:
         if not isinstance(value, str):
             raise DataError(f"{where(rec)}: target field '{self.target_field}' has value {value!r}, expected a string")
         if not value.strip():
+            if not required:  # predicting: a blank target column is no target
+                return None
             raise DataError(f"{where(rec)}: target field '{self.target_field}' is empty")
         return value
 

@@ -55,6 +55,19 @@ def _check_target(n: int, limit: int, inst: GenInstance) -> None:
         raise DataError(f"{inst.where}: target has {n} tokens (EOS included), more than max-target-length={limit}")
 
 
+def _check_room(room: int, n_target: int, max_len: int, inst: GenInstance) -> None:
+    if room < 1:
+        raise DataError(f"{inst.where}: the {n_target}-token target leaves no room for the input within "
+                        f"max-length={max_len}")
+
+
+def _check_input(ids: list[int], inst: GenInstance) -> None:
+    """A decoder row needs a token before the prompt's answer: an input that tokenises to nothing, with no BOS,
+    would leave the prompt no real token to stand beside."""
+    if not ids:
+        raise DataError(f"{inst.where}: the input tokenizes to no tokens (and the tokenizer has no BOS)")
+
+
 def _render(tokenizer, messages, generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
 
@@ -89,6 +102,7 @@ def _chat_train_row(tokenizer, inst: GenInstance, max_len: int, max_target: int)
     _check_target(last, max_target, inst)
     if len(ids) > max_len:  # cut from the left, keeping a leading BOS where the template starts with one
         keep = 1 if ids[:1] == _bos(tokenizer) else 0
+        _check_room(max_len - keep - last, last, max_len, inst)  # never cut into the answer
         ids, labels = ids[:keep] + ids[-(max_len - keep):], labels[:keep] + labels[-(max_len - keep):]
     if n_target == 0:
         raise DataError(f"{inst.where}: the chat template left no assistant token to train on")
@@ -116,10 +130,9 @@ def train_features(instances: Sequence[GenInstance], tokenizer, family: str, max
             tgt = tokenizer(_join_space(inst.source, inst.target), add_special_tokens=False)["input_ids"]
             tgt = tgt + [_eos(tokenizer)]
             _check_target(len(tgt), max_target, inst)
+            _check_input(bos + src, inst)
             room = max_len - len(bos) - len(tgt)
-            if room < 1:
-                raise DataError(f"{inst.where}: the {len(tgt)}-token target leaves no room for the input within "
-                                f"max-length={max_len}")
+            _check_room(room, len(tgt), max_len, inst)
             src = src[-room:]
             feats.append(GenFeature(bos + src + tgt, [-100] * (len(bos) + len(src)) + tgt, i))
     return feats
@@ -141,6 +154,7 @@ def generation_features(instances: Sequence[GenInstance], tokenizer, family: str
             ids = tokenizer(inst.source)["input_ids"]
         else:
             ids = _bos(tokenizer) + tokenizer(inst.source, add_special_tokens=False)["input_ids"]
+            _check_input(ids, inst)
             if len(ids) > room and _bos(tokenizer):
                 ids = ids[:1] + ids[1:][-(room - 1):]  # keep BOS, cut the input from the left
         feats.append(GenFeature(ids[-room:], None, i))

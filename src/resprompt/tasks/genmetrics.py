@@ -2,7 +2,9 @@
 
 - ``exact_match`` and ``token_f1``: after SQuAD's normalisation (lowercase, no punctuation, no
   articles a/an/the, whitespace collapsed: ``metrics.normalize_answer``); a row with several
-  references takes its best.
+  references takes its best. A text that normalises to nothing (the answer "A" of a multiple-choice
+  task, ".") is compared lowercased with whitespace collapsed instead, so an empty or unrelated
+  prediction never matches it.
 - ``rouge_l``: ROUGE-L F-measure from Google's ``rouge-score`` package, best over references, with
   ``WordTokenizer``: lowercase runs of letters and digits of any script, each CJK character a token
   of its own. On ASCII text its tokens are the package's default ones; the default drops every
@@ -42,9 +44,14 @@ def _check(predictions: Sequence[str], references: Sequence) -> list[list[str]]:
     return refs
 
 
+def _normal(text: str) -> str:
+    """SQuAD's normal form, or, where that is empty, the lowercased text with whitespace collapsed."""
+    return normalize_answer(text) or " ".join(text.lower().split())
+
+
 def token_f1_one(prediction: str, reference: str) -> float:
-    """SQuAD token F1 of one pair (both empty after normalisation: 1.0)."""
-    p, r = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    """SQuAD token F1 of one pair (both empty after ``_normal``: 1.0)."""
+    p, r = _normal(prediction).split(), _normal(reference).split()
     if not p or not r:
         return float(p == r)
     common = sum((Counter(p) & Counter(r)).values())
@@ -56,7 +63,7 @@ def token_f1_one(prediction: str, reference: str) -> float:
 
 def exact_match(predictions: Sequence[str], references: Sequence) -> float:
     refs = _check(predictions, references)
-    return fmean(max(float(normalize_answer(p) == normalize_answer(r)) for r in rs) for p, rs in zip(predictions, refs))
+    return fmean(max(float(_normal(p) == _normal(r)) for r in rs) for p, rs in zip(predictions, refs))
 
 
 def token_f1(predictions: Sequence[str], references: Sequence) -> float:
