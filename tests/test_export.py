@@ -280,3 +280,50 @@ def test_peft_export_keeps_the_task_and_warns_about_the_readout(tmp_path, caplog
     (tmp_path / "ours" / TASK_FILE).write_text(json.dumps(task))  # a task twice: which one is meant?
     with pytest.raises(PromptFileError, match="records its task and resprompt_task.json gives one too"):
         read_prompt(tmp_path / "ours")
+
+
+# ---------------------------------------------------------------- the task model a prompt was saved for
+def _token_bert(num_labels=3):
+    """A token classifier with tiny_bert's body (as from_pretrained of one checkpoint gives)."""
+    import transformers
+
+    seq = tiny_bert(num_labels)
+    tok = transformers.BertForTokenClassification(seq.config).eval()
+    tok.bert.load_state_dict(seq.bert.state_dict(), strict=False)
+    return tok
+
+
+def test_a_prompt_for_another_head_kind_is_refused_unless_allowed(tmp_path):
+    """Before: a sequence-classification prompt loaded silently onto a token classifier."""
+    _trained(tiny_bert()).save_pretrained(tmp_path / "p")
+    with pytest.raises(PromptFileError, match=r"p: saved on BertForSequenceClassification \(a sequence "
+                                              r"classification head, family encoder\), this backbone is "
+                                              r"BertForTokenClassification \(a token classification head, family "
+                                              r"encoder\); pass allow_mismatch=True"):
+        ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "p")
+    assert ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "p", allow_mismatch=True).is_folded
+    meta = json.loads((tmp_path / "p" / META_FILE).read_text())
+    del meta["backbone_class"], meta["family"]  # older metadata: nothing to compare, loads as before
+    (tmp_path / "p" / META_FILE).write_text(json.dumps(meta))
+    assert ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "p").head_kind == "ForTokenClassification"
+
+
+def test_a_stock_peft_adapter_of_another_task_type_is_refused(tmp_path):
+    """Before: adapter_config.json's task_type was never compared with the backbone."""
+    _stock_peft(tiny_t5(), "SEQ_2_SEQ_LM", tmp_path / "t5")
+    with pytest.raises(PromptFileError, match=r"t5: saved as PEFT task_type SEQ_2_SEQ_LM \(family seq2seq\), this "
+                                              r"backbone is GPT2LMHeadModel \(no task head, family decoder\)"):
+        ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "t5")
+    _stock_peft(tiny_bert(), "SEQ_CLS", tmp_path / "seq")
+    with pytest.raises(PromptFileError, match=r"seq: saved as PEFT task_type SEQ_CLS \(a sequence classification "
+                                              r"head\), this backbone is BertForTokenClassification"):
+        ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "seq")
+    _stock_peft(_token_bert(), "TOKEN_CLS", tmp_path / "tok")
+    assert ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "tok").head_kind == "ForTokenClassification"
+    _stock_peft(tiny_gpt2(), "CAUSAL_LM", tmp_path / "lm")
+    with pytest.raises(PromptFileError, match=r"lm: saved as PEFT task_type CAUSAL_LM \(no task head, family "
+                                              r"decoder\), this backbone is T5ForConditionalGeneration"):
+        ResidualPromptModel.from_pretrained(tiny_t5(), tmp_path / "lm")
+    cfg = json.loads((tmp_path / "t5" / "adapter_config.json").read_text())
+    (tmp_path / "t5" / "adapter_config.json").write_text(json.dumps({**cfg, "task_type": "FEATURE_EXTRACTION"}))
+    assert ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "t5").family == "decoder"  # no claim made

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save_file
 
+from .compat import backbone_meta, check_backbone
 from .io import (
     FORMAT_VERSION,
     META_FILE,
@@ -42,7 +43,6 @@ from .io import (
     TRAINABLE_FILE,
     PromptFileError,
     atomic_dir,
-    embedding_fingerprint,
     read_json,
     read_safetensors,
     write_json,
@@ -168,28 +168,10 @@ def _read_peft(path: Path) -> SavedPrompt:
             name = k[len("base_model."):].replace(".modules_to_save.default", "").replace(".original_module", "")
             head[name.removeprefix("model.")] = v
     config = ResidualPromptConfig(num_tokens=n, reparam="none", placement="prefix", pooling="native")  # as PEFT runs it
-    backbone = {"backbone": cfg.get("base_model_name_or_path"), "hidden_size": int(prompt.shape[1])}
+    backbone = {"backbone": cfg.get("base_model_name_or_path"), "hidden_size": int(prompt.shape[1]),
+                **({"task_type": cfg["task_type"]} if isinstance(cfg.get("task_type"), str) else {})}
     task = read_json(path / TASK_FILE) if (path / TASK_FILE).is_file() else None  # PEFT records no task
     return SavedPrompt(path, "peft", prompt[:n].float(), config, head, task, backbone, "prefix")
-
-
-def check_backbone(saved: dict, model_meta: dict, where: Path, allow_mismatch: bool) -> None:
-    """Refuses a prompt trained on another backbone (hidden size always; vocab and fingerprint unless allowed).
-
-    A PEFT adapter records neither, so only its hidden size is checked.
-    """
-    if saved.get("hidden_size") != model_meta["hidden_size"]:
-        raise PromptFileError(
-            f"{where}: prompt was trained on a backbone with hidden size {saved.get('hidden_size')} "
-            f"({saved.get('backbone') or 'unknown'}), this backbone has {model_meta['hidden_size']}"
-        )
-    for key in ("vocab_size", "embedding_fingerprint"):
-        if key in saved and saved[key] != model_meta[key] and not allow_mismatch:
-            raise PromptFileError(
-                f"{where}: {key} {saved.get(key)!r} of the prompt's backbone ({saved.get('backbone') or 'unknown'}) "
-                f"differs from this backbone's {model_meta[key]!r} ({model_meta['backbone'] or 'unknown'}); "
-                "pass allow_mismatch=True (CLI: --allow-backbone-mismatch) to load it anyway"
-            )
 
 
 def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = False) -> ResidualPromptModel:
@@ -213,20 +195,6 @@ def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = Fals
 
 
 # ------------------------------------------------------------------------------------ writing
-def backbone_meta(bb, family: str) -> dict:
-    """What identifies a backbone (of ``family``) that a prompt is trained on."""
-    emb = bb.get_input_embeddings()
-    return {
-        "backbone": getattr(bb.config, "_name_or_path", "") or getattr(bb, "name_or_path", ""),
-        "backbone_class": type(bb).__name__,
-        "model_type": getattr(bb.config, "model_type", None),
-        "family": family,
-        "hidden_size": int(emb.weight.shape[1]),
-        "vocab_size": int(emb.weight.shape[0]),
-        "embedding_fingerprint": embedding_fingerprint(emb),
-    }
-
-
 def _config_dict(model: ResidualPromptModel) -> dict:
     """The prompt config as saved: ``pooling`` as resolved on this backbone (``auto`` -> ``mean`` ...)."""
     return {**model.config.to_dict(), "pooling": model.pooling or model.config.pooling}
