@@ -177,6 +177,43 @@ def test_eval_refuses_a_prompt_with_non_finite_values(tmp_path):
         ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")
 
 
+def test_a_nan_in_the_head_weights_is_refused_on_reading(tmp_path):
+    """Before: only the prompt was checked; a NaN head weight loaded silently and gave NaN logits."""
+    from safetensors.torch import save_file
+
+    from conftest import tiny_bert
+    from resprompt import PromptFileError, ResidualPromptModel
+    from resprompt.io import PROMPT_FILE
+
+    ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=3, bottleneck=8)).save_pretrained(tmp_path / "p")
+    t = _tensors(tmp_path / "p" / PROMPT_FILE)
+    t["head.classifier.weight"][0, 0] = float("inf")
+    save_file(t, str(tmp_path / "p" / PROMPT_FILE))
+    with pytest.raises(PromptFileError, match=r"p: head weight 'classifier.weight' holds non-finite values"):
+        ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")
+
+
+@pytest.mark.parametrize("fmt", ["resprompt", "peft"])
+@pytest.mark.parametrize("where", ["prompt", "head"])
+def test_non_finite_values_are_never_written(tmp_path, fmt, where):
+    """Before: save_pretrained wrote a NaN prompt or head (a prompt that read_prompt then refuses)."""
+    from conftest import tiny_bert
+    from resprompt import ResidualPromptModel
+
+    m = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=3, bottleneck=8, placement="prefix"))
+    m.save_pretrained(tmp_path / "p", format=fmt)
+    before = {f.name: f.read_bytes() for f in (tmp_path / "p").iterdir()}
+    with torch.no_grad():
+        (m.prompt_encoder.embedding if where == "prompt" else m.head.classifier.bias)[0] = float("nan")
+    key = "the prompt" if where == "prompt" else "head weight 'classifier.bias'"
+    with pytest.raises(ValueError, match=f"{key} holds non-finite values .*nothing written"):
+        m.save_pretrained(tmp_path / "p", format=fmt)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "p").iterdir()} == before
+    with pytest.raises(ValueError, match="nothing written"):
+        m.save_pretrained(tmp_path / "new", format=fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
+
+
 # --------------------------------------------------------------------------------- refused values
 @pytest.mark.parametrize("flag, value, message", [
     ("--lr", "nan", "lr=nan is invalid: expected a positive finite number"),

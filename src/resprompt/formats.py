@@ -110,9 +110,23 @@ def read_prompt(path: str | os.PathLike) -> SavedPrompt:
     if saved.prompt.dim() != 2 or saved.prompt.shape[0] != saved.config.num_tokens:
         raise PromptFileError(f"{path}: prompt tensor has shape {tuple(saved.prompt.shape)}, expected "
                               f"({saved.config.num_tokens}, d)")
-    if not torch.isfinite(saved.prompt).all():
-        raise PromptFileError(f"{path}: the prompt holds non-finite values (NaN or inf)")
+    bad = _non_finite(saved.prompt, saved.head)
+    if bad:
+        raise PromptFileError(f"{path}: {bad} holds non-finite values (NaN or inf)")
     return saved
+
+
+def _non_finite(prompt: torch.Tensor, head: dict[str, torch.Tensor]) -> str | None:
+    """``the prompt`` or ``head weight '<key>'``: the first tensor holding NaN or inf, else None."""
+    named = {"the prompt": prompt, **{f"head weight {k!r}": v for k, v in head.items()}}
+    return next((name for name, t in named.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+
+
+def _refuse_non_finite(prompt: torch.Tensor, head: dict[str, torch.Tensor], path) -> None:
+    """ValueError before anything is written when the prompt or a head weight holds NaN or inf."""
+    bad = _non_finite(prompt, head)
+    if bad:
+        raise ValueError(f"{path}: {bad} holds non-finite values (NaN or inf); nothing written")
 
 
 def _read_resprompt(path: Path) -> SavedPrompt:
@@ -221,6 +235,7 @@ def save_folded(model: ResidualPromptModel, path: str | os.PathLike) -> None:
 
 def write_folded(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, path: str | os.PathLike) -> None:
     """Writes the resprompt layout: ``prompt`` [n, d] and ``head.<module>.<param>``, plus the metadata JSON."""
+    _refuse_non_finite(prompt, head, path)
     tensors = {"prompt": prompt, **{f"head.{k}": v for k, v in head.items()}}
     with atomic_dir(path, drop=PROMPT_FILES) as tmp:
         save_file(_tensors(tensors), str(tmp / PROMPT_FILE))
@@ -241,6 +256,7 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
     """Writes PEFT's PROMPT_TUNING layout from a folded prompt [n, d], head weights and backbone metadata."""
     from peft import PromptTuningConfig
 
+    _refuse_non_finite(prompt, head, path)
     pooling = meta.get("pooling") or (meta.get("config") or {}).get("pooling")
     if meta.get("pooling_native") is False:
         log.warning("PEFT runs the backbone's own forward, which reads its native readout, not this prompt's "
