@@ -327,3 +327,32 @@ def test_a_stock_peft_adapter_of_another_task_type_is_refused(tmp_path):
     cfg = json.loads((tmp_path / "t5" / "adapter_config.json").read_text())
     (tmp_path / "t5" / "adapter_config.json").write_text(json.dumps({**cfg, "task_type": "FEATURE_EXTRACTION"}))
     assert ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "t5").family == "decoder"  # no claim made
+
+
+@pytest.mark.parametrize("kind, task_type", [("token", "TOKEN_CLS"), ("qa", "QUESTION_ANS")])
+def test_peft_export_names_the_heads_task_type(tmp_path, kind, task_type):
+    """Before: token-classification and QA heads were exported as SEQ_CLS, which PEFT's
+    AutoPeftModelForTokenClassification / ForQuestionAnswering refuse."""
+    import transformers
+    from peft import PeftModel
+
+    def build():
+        if kind == "token":
+            return _token_bert()
+        torch.manual_seed(0)
+        return transformers.BertForQuestionAnswering(tiny_bert(num_labels=2).config).eval()
+
+    m = _trained(build(), placement="prefix")
+    m.save_pretrained(tmp_path / "peft", format="peft")
+    cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert cfg["task_type"] == task_type and cfg["modules_to_save"] == [m.head_name]
+    pm = PeftModel.from_pretrained(build(), str(tmp_path / "peft")).eval()
+    assert type(pm).__name__ == {"token": "PeftModelForTokenClassification",
+                                 "qa": "PeftModelForQuestionAnswering"}[kind]
+    ids, mask = batch(ROWS)
+    key = "logits" if kind == "token" else "start_logits"
+    with torch.no_grad():
+        ours, theirs = getattr(m(ids, mask), key), getattr(pm(input_ids=ids, attention_mask=mask), key)[:, 4:]
+        assert (ours - theirs).abs().max() <= 1e-5
+        loaded = ResidualPromptModel.from_pretrained(build(), tmp_path / "peft")
+        assert (getattr(loaded(ids, mask), key) - ours).abs().max() <= 1e-5

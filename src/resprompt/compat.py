@@ -45,6 +45,16 @@ def backbone_meta(bb, family: str) -> dict:
     }
 
 
+def peft_task_type(meta: dict) -> str:
+    """The PEFT task_type to export a prompt saved with ``meta`` under (read back by ``claims``)."""
+    family, kind = meta.get("family"), kind_of_class(meta.get("backbone_class") or "")
+    if family == "seq2seq":
+        return "SEQ_2_SEQ_LM"
+    if meta.get("head"):  # metadata without the class: a sequence classifier, as before
+        return next((t for t, c in PEFT_TASK_TYPES.items() if kind and c.get("head_kind") == kind), "SEQ_CLS")
+    return "CAUSAL_LM" if family == "decoder" else "FEATURE_EXTRACTION"
+
+
 def claims(meta: dict) -> dict:
     """What saved metadata says of its backbone's kind and family: ``head_kind`` / ``family`` where known."""
     if "task_type" in meta:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save_file
 
-from .compat import backbone_meta, check_backbone
+from .compat import backbone_meta, check_backbone, peft_task_type
 from .io import (
     FORMAT_VERSION,
     META_FILE,
@@ -270,13 +270,7 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
             "PEFT places the prompt before all tokens; this prompt was trained with placement=%s, so "
             "PEFT's outputs will differ from ours", meta.get("placement"),
         )
-    family = meta.get("family")
-    if family == "seq2seq":
-        task_type = "SEQ_2_SEQ_LM"
-    elif meta.get("head"):
-        task_type = "SEQ_CLS"
-    else:
-        task_type = "CAUSAL_LM" if family == "decoder" else "FEATURE_EXTRACTION"
+    task_type = peft_task_type(meta)
     modules = sorted({k.split(".", 1)[0] for k in head})
     peft_config = PromptTuningConfig(
         task_type=task_type,
@@ -286,7 +280,7 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
         num_attention_heads=meta.get("num_attention_heads"),
         num_layers=meta.get("num_layers"),
         base_model_name_or_path=meta.get("backbone") or None,
-        modules_to_save=modules if modules and task_type == "SEQ_CLS" else None,
+        modules_to_save=modules if modules and task_type in ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS") else None,
         inference_mode=True,
     )
     tensors = {"prompt_embeddings": prompt}
