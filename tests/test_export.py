@@ -356,3 +356,53 @@ def test_peft_export_names_the_heads_task_type(tmp_path, kind, task_type):
         assert (ours - theirs).abs().max() <= 1e-5
         loaded = ResidualPromptModel.from_pretrained(build(), tmp_path / "peft")
         assert (getattr(loaded(ids, mask), key) - ours).abs().max() <= 1e-5
+
+
+# ------------------------------------------------------------------------- the family a prompt runs as
+def _undetectable_bert():
+    import transformers
+
+    class MyConfig(transformers.BertConfig):
+        model_type = "mybert"
+
+    cfg = MyConfig(**{k: v for k, v in tiny_bert().config.to_dict().items() if k != "model_type"})
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(cfg).eval()
+
+
+def _decoder_bert():
+    import transformers
+
+    cfg = transformers.BertConfig(**{**tiny_bert().config.to_dict(), "is_decoder": True})
+    torch.manual_seed(0)
+    return transformers.BertLMHeadModel(cfg).eval()
+
+
+def test_the_saved_family_loads_a_model_type_detection_cannot_tell(tmp_path):
+    """Before: a prompt saved with family='encoder' on an undetectable model type could never be loaded."""
+    m = ResidualPromptModel(_undetectable_bert(), ResidualPromptConfig(num_tokens=4), family="encoder").eval()
+    m.save_pretrained(tmp_path / "p")
+    loaded = ResidualPromptModel.from_pretrained(_undetectable_bert(), tmp_path / "p")
+    ids, mask = batch(ROWS)
+    with torch.no_grad():
+        assert loaded.family == "encoder" and torch.equal(loaded(ids, mask).logits, m(ids, mask).logits)
+    assert ResidualPromptModel.from_pretrained(_undetectable_bert(), tmp_path / "p", family="encoder").is_folded
+    with pytest.raises(ValueError, match=r"family='encoders' is invalid: expected one of encoder, seq2seq, decoder"):
+        ResidualPromptModel.from_pretrained(_undetectable_bert(), tmp_path / "p", family="encoders")
+
+
+def test_a_saved_family_that_detection_contradicts_needs_family_or_allow_mismatch(tmp_path):
+    """Before: a prompt saved with family='decoder' on a BERT LM reloaded as an encoder (other logits)."""
+    m = ResidualPromptModel(_decoder_bert(), ResidualPromptConfig(num_tokens=4), family="decoder").eval()
+    m.save_pretrained(tmp_path / "p")
+    with pytest.raises(PromptFileError, match=r"p: saved on BertLMHeadModel \(no task head, family decoder\), this "
+                                              r"backbone is BertLMHeadModel \(no task head, family encoder\); pass "
+                                              r"family='decoder' to run it as saved, or allow_mismatch=True"):
+        ResidualPromptModel.from_pretrained(_decoder_bert(), tmp_path / "p")
+    ids, mask = batch(ROWS)
+    for kw in ({"family": "decoder"}, {"allow_mismatch": True}):
+        loaded = ResidualPromptModel.from_pretrained(_decoder_bert(), tmp_path / "p", **kw)
+        with torch.no_grad():
+            assert loaded.family == "decoder" and torch.equal(loaded(ids, mask).logits, m(ids, mask).logits)
+    with pytest.raises(PromptFileError, match=r"family encoder\); pass family='decoder' to run it as saved"):
+        ResidualPromptModel.from_pretrained(_decoder_bert(), tmp_path / "p", family="encoder")

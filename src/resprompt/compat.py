@@ -6,12 +6,18 @@ task-model kind (sequence vs token classification, question answering, none), an
 vocab or fingerprint is refused unless ``allow_mismatch``. A stock PEFT adapter records only its
 ``task_type``, which ``PEFT_TASK_TYPES`` turns into the same claims (FEATURE_EXTRACTION claims
 nothing). Metadata without a field is not checked on it.
+
+The family a prompt runs as: the caller's ``family=``, else the saved one, else detection. The
+caller's word (or detection) is what the saved family is checked against: a prompt saved with a
+family that detection contradicts (one trained with ``family=`` on that backbone) needs the same
+``family=`` again, or ``allow_mismatch`` (then it runs as saved).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from .backbones import BackboneError, detect_family
 from .heads import kind_of_class
 from .io import PromptFileError, embedding_fingerprint
 
@@ -55,6 +61,14 @@ def peft_task_type(meta: dict) -> str:
     return "CAUSAL_LM" if family == "decoder" else "FEATURE_EXTRACTION"
 
 
+def detected_family(backbone) -> str | None:
+    """``backbones.detect_family``, or None where it cannot tell."""
+    try:
+        return detect_family(backbone)
+    except BackboneError:
+        return None
+
+
 def claims(meta: dict) -> dict:
     """What saved metadata says of its backbone's kind and family: ``head_kind`` / ``family`` where known."""
     if "task_type" in meta:
@@ -83,9 +97,11 @@ def check_backbone(saved: dict, model_meta: dict, where: Path, allow_mismatch: b
     if allow_mismatch:
         return
     said, own = claims(saved), claims(model_meta)
-    if any(said[k] != own[k] for k in said):
+    if any(k in own and said[k] != own[k] for k in said):
+        same_class = saved.get("backbone_class") == model_meta["backbone_class"]
+        hint = f"pass family={said['family']!r} to run it as saved, or " if same_class and "family" in own else "pass "
         raise PromptFileError(f"{where}: saved {'as' if 'task_type' in saved else 'on'} {describe(saved)}, "
-                              f"this backbone is {describe(model_meta)}; {ALLOW}")
+                              f"this backbone is {describe(model_meta)}; {hint}{ALLOW.removeprefix('pass ')}")
     for key in ("vocab_size", "embedding_fingerprint"):
         if key in saved and saved[key] != model_meta[key]:
             raise PromptFileError(

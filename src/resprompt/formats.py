@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save_file
 
-from .compat import backbone_meta, check_backbone, peft_task_type
+from .compat import backbone_meta, check_backbone, claims, detected_family, peft_task_type
 from .io import (
     FORMAT_VERSION,
     META_FILE,
@@ -188,14 +188,20 @@ def _read_peft(path: Path) -> SavedPrompt:
     return SavedPrompt(path, "peft", prompt[:n].float(), config, head, task, backbone, "prefix")
 
 
-def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = False) -> ResidualPromptModel:
-    """A ready-to-use model of ``cls`` with the prompt at ``path`` folded in, on ``backbone``."""
-    from .backbones import detect_family
+def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = False,
+                family: str | None = None) -> ResidualPromptModel:
+    """A ready-to-use model of ``cls`` with the prompt at ``path`` folded in, on ``backbone``.
+
+    It runs as ``family`` if given, else as the family it was saved with, else as detected (``compat``).
+    """
+    from .backbones import check_family, detect_family
     from .heads import HeadError
 
     saved = read_prompt(path)
-    check_backbone(saved.backbone, backbone_meta(backbone, detect_family(backbone)), saved.path, allow_mismatch)
-    model = cls(backbone, saved.config, tokenizer=tokenizer, task=saved.task, _folded=saved.prompt)
+    own = check_family(family) or detected_family(backbone)  # what this backbone is: the caller's word, else detection
+    check_backbone(saved.backbone, backbone_meta(backbone, own), saved.path, allow_mismatch)
+    family = family or claims(saved.backbone).get("family") or own or detect_family(backbone)  # the last raises
+    model = cls(backbone, saved.config, tokenizer=tokenizer, family=family, task=saved.task, _folded=saved.prompt)
     if len(model.head) and not saved.head:
         raise PromptFileError(f"{saved.path}: holds no head weights, but {type(backbone).__name__} is a task model "
                               f"whose head ({model.head_name}) the prompt must bring; load it onto a bare or LM "
