@@ -59,8 +59,11 @@ log = logging.getLogger(__name__)
 # prompts record it, e.g. {"name": "RTE"}), read by predict, eval and serve alike.
 TASK_FILE = "resprompt_task.json"
 
+# The npy export's metadata: its own name, so that an npy folder never passes for a resprompt prompt.
+NPY_META = "prompt_npy.json"
+
 # Every file a saved prompt may consist of, in any format: a save drops them all first.
-PROMPT_FILES = (PROMPT_FILE, META_FILE, PEFT_CONFIG, PEFT_WEIGHTS, TASK_FILE, "prompt.npy", "head.*.npy")
+PROMPT_FILES = (PROMPT_FILE, META_FILE, PEFT_CONFIG, PEFT_WEIGHTS, TASK_FILE, "prompt.npy", "head.*.npy", NPY_META)
 
 
 @dataclass
@@ -301,8 +304,9 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
 def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.PathLike) -> Path:
     """Converts a saved prompt without loading the backbone: ``peft``, ``safetensors`` or ``npy``.
 
-    ``safetensors`` copies the resprompt folder (prompt + metadata); ``npy`` writes ``prompt.npy``
-    (a plain float32 array, no pickle) plus the metadata JSON.
+    ``safetensors`` copies the resprompt folder (prompt + metadata); ``npy`` writes ``prompt.npy`` and
+    ``head.<key>.npy`` (plain float32 arrays, no pickle) plus the metadata as ``prompt_npy.json``. An
+    ``output`` that is (or holds) the prompt folder or the run folder given is refused.
     """
     import numpy as np
 
@@ -312,6 +316,7 @@ def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.Path
     if saved.format != "resprompt":
         raise PromptFileError(f"{saved.path}: export reads resprompt prompts; this is a {saved.format} adapter")
     src = saved.path
+    _refuse_output_over(output, Path(prompt_dir), src)
     meta = read_json(src / META_FILE)
     if fmt == "peft":
         write_peft(saved.prompt, saved.head, meta, output)
@@ -322,8 +327,17 @@ def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.Path
             np.save(tmp / "prompt.npy", saved.prompt.float().numpy(), allow_pickle=False)
             for k, v in saved.head.items():
                 np.save(tmp / f"head.{k}.npy", v.float().numpy(), allow_pickle=False)
-            write_json(tmp / META_FILE, {**meta, "format": "resprompt-npy"})
+            write_json(tmp / NPY_META, {**meta, "format": "resprompt-npy"})
     return Path(output)
+
+
+def _refuse_output_over(output: str | os.PathLike, *sources: Path) -> None:
+    """ValueError when ``output`` is one of the folders being exported from, or holds one."""
+    out = Path(output).resolve()
+    for src in sources:
+        if out == src.resolve() or out in src.resolve().parents:
+            raise ValueError(f"{output}: is or holds the prompt folder being exported ({src}); choose another "
+                             "output folder")
 
 
 def import_peft_prompt(path: str | os.PathLike) -> torch.Tensor:
