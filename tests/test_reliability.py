@@ -94,6 +94,29 @@ def test_recover_dir_falls_back_to_the_previous_copy(tmp_path):
     assert (target / "p").read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
 
 
+def test_atomic_dir_refuses_a_file_and_writes_through_a_link(tmp_path):
+    """Before: a folder written onto an existing file replaced the user's file and left .name.old-PID; onto a
+    link to a folder it replaced the link by a folder (the target kept the old content) and left the link."""
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"notes.txt exists and is not a folder"):
+        with atomic_dir(tmp_path / "notes.txt") as tmp:
+            (tmp / "a.json").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "keep").write_text("kept")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with atomic_dir(tmp_path / "link") as tmp:
+        (tmp / "a.json").write_text("new")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == tmp_path / "real"
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["a.json", "keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "notes.txt", "real"]
+    (tmp_path / "file-link").symlink_to(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match=r"file-link exists and is not a folder"):
+        with atomic_dir(tmp_path / "file-link"):
+            pass
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_resume_after_a_real_kill_in_the_swap(tiny_model_dirs, data_root, tmp_path):
     """kill -9 (SIGKILL) exactly between the two renames of a checkpoint swap, then --resume."""
