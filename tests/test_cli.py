@@ -316,3 +316,28 @@ def test_closed_stdout_exits_quietly():
         os.close(write_end)
     assert r.stderr == ""
     assert r.returncode == 141
+
+
+def test_export_refuses_an_output_that_is_or_holds_its_source(tmp_path, capsys):
+    """Before: --output equal to the prompt folder replaced the prompt by its npy export, and into the run
+    folder it came from wrote a resprompt_config.json that shadowed best/."""
+    from conftest import tiny_bert
+    from resprompt import ResidualPromptConfig, ResidualPromptModel, read_prompt
+
+    model = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=3), task={"name": "CB"})
+    model.save_pretrained(tmp_path / "p")
+    model.save_pretrained(tmp_path / "run" / "best")
+    cases = [("p", "p"), ("p", "p/."), ("p", "."), ("run", "run"), ("run", "run/best"), ("run/best", "run")]
+    for prompt, output in cases:
+        for fmt in ("npy", "peft", "safetensors"):
+            before = sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*"))
+            code, _, err = _run(["export", "--prompt", str(tmp_path / prompt), "--format", fmt,
+                                 "--output", str(tmp_path / output)], capsys)
+            assert code == 2 and err.count("\n") == 1 and "is or holds the prompt folder" in err, (prompt, output, err)
+            assert sorted(str(f.relative_to(tmp_path)) for f in tmp_path.rglob("*")) == before
+    assert read_prompt(tmp_path / "p").format == "resprompt" and read_prompt(tmp_path / "run").path.name == "best"
+    code, _, _ = _run(["export", "--prompt", str(tmp_path / "run"), "--format", "npy", "--output",
+                       str(tmp_path / "run" / "npy")], capsys)  # inside the run folder, beside best/: fine
+    assert code == 0 and sorted(f.name for f in (tmp_path / "run" / "npy").iterdir()) == [
+        "head.classifier.bias.npy", "head.classifier.weight.npy", "prompt.npy", "prompt_npy.json"]
+    assert read_prompt(tmp_path / "run").path.name == "best"

@@ -280,3 +280,129 @@ def test_peft_export_keeps_the_task_and_warns_about_the_readout(tmp_path, caplog
     (tmp_path / "ours" / TASK_FILE).write_text(json.dumps(task))  # a task twice: which one is meant?
     with pytest.raises(PromptFileError, match="records its task and resprompt_task.json gives one too"):
         read_prompt(tmp_path / "ours")
+
+
+# ---------------------------------------------------------------- the task model a prompt was saved for
+def _token_bert(num_labels=3):
+    """A token classifier with tiny_bert's body (as from_pretrained of one checkpoint gives)."""
+    import transformers
+
+    seq = tiny_bert(num_labels)
+    tok = transformers.BertForTokenClassification(seq.config).eval()
+    tok.bert.load_state_dict(seq.bert.state_dict(), strict=False)
+    return tok
+
+
+def test_a_prompt_for_another_head_kind_is_refused_unless_allowed(tmp_path):
+    """Before: a sequence-classification prompt loaded silently onto a token classifier."""
+    _trained(tiny_bert()).save_pretrained(tmp_path / "p")
+    with pytest.raises(PromptFileError, match=r"p: saved on BertForSequenceClassification \(a sequence "
+                                              r"classification head, family encoder\), this backbone is "
+                                              r"BertForTokenClassification \(a token classification head, family "
+                                              r"encoder\); pass allow_mismatch=True"):
+        ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "p")
+    assert ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "p", allow_mismatch=True).is_folded
+    meta = json.loads((tmp_path / "p" / META_FILE).read_text())
+    del meta["backbone_class"], meta["family"]  # older metadata: nothing to compare, loads as before
+    (tmp_path / "p" / META_FILE).write_text(json.dumps(meta))
+    assert ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "p").head_kind == "ForTokenClassification"
+
+
+def test_a_stock_peft_adapter_of_another_task_type_is_refused(tmp_path):
+    """Before: adapter_config.json's task_type was never compared with the backbone."""
+    _stock_peft(tiny_t5(), "SEQ_2_SEQ_LM", tmp_path / "t5")
+    with pytest.raises(PromptFileError, match=r"t5: saved as PEFT task_type SEQ_2_SEQ_LM \(family seq2seq\), this "
+                                              r"backbone is GPT2LMHeadModel \(no task head, family decoder\)"):
+        ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "t5")
+    _stock_peft(tiny_bert(), "SEQ_CLS", tmp_path / "seq")
+    with pytest.raises(PromptFileError, match=r"seq: saved as PEFT task_type SEQ_CLS \(a sequence classification "
+                                              r"head\), this backbone is BertForTokenClassification"):
+        ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "seq")
+    _stock_peft(_token_bert(), "TOKEN_CLS", tmp_path / "tok")
+    assert ResidualPromptModel.from_pretrained(_token_bert(), tmp_path / "tok").head_kind == "ForTokenClassification"
+    _stock_peft(tiny_gpt2(), "CAUSAL_LM", tmp_path / "lm")
+    with pytest.raises(PromptFileError, match=r"lm: saved as PEFT task_type CAUSAL_LM \(no task head, family "
+                                              r"decoder\), this backbone is T5ForConditionalGeneration"):
+        ResidualPromptModel.from_pretrained(tiny_t5(), tmp_path / "lm")
+    cfg = json.loads((tmp_path / "t5" / "adapter_config.json").read_text())
+    (tmp_path / "t5" / "adapter_config.json").write_text(json.dumps({**cfg, "task_type": "FEATURE_EXTRACTION"}))
+    assert ResidualPromptModel.from_pretrained(tiny_gpt2(), tmp_path / "t5").family == "decoder"  # no claim made
+
+
+@pytest.mark.parametrize("kind, task_type", [("token", "TOKEN_CLS"), ("qa", "QUESTION_ANS")])
+def test_peft_export_names_the_heads_task_type(tmp_path, kind, task_type):
+    """Before: token-classification and QA heads were exported as SEQ_CLS, which PEFT's
+    AutoPeftModelForTokenClassification / ForQuestionAnswering refuse."""
+    import transformers
+    from peft import PeftModel
+
+    def build():
+        if kind == "token":
+            return _token_bert()
+        torch.manual_seed(0)
+        return transformers.BertForQuestionAnswering(tiny_bert(num_labels=2).config).eval()
+
+    m = _trained(build(), placement="prefix")
+    m.save_pretrained(tmp_path / "peft", format="peft")
+    cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert cfg["task_type"] == task_type and cfg["modules_to_save"] == [m.head_name]
+    pm = PeftModel.from_pretrained(build(), str(tmp_path / "peft")).eval()
+    assert type(pm).__name__ == {"token": "PeftModelForTokenClassification",
+                                 "qa": "PeftModelForQuestionAnswering"}[kind]
+    ids, mask = batch(ROWS)
+    key = "logits" if kind == "token" else "start_logits"
+    with torch.no_grad():
+        ours, theirs = getattr(m(ids, mask), key), getattr(pm(input_ids=ids, attention_mask=mask), key)[:, 4:]
+        assert (ours - theirs).abs().max() <= 1e-5
+        loaded = ResidualPromptModel.from_pretrained(build(), tmp_path / "peft")
+        assert (getattr(loaded(ids, mask), key) - ours).abs().max() <= 1e-5
+
+
+# ------------------------------------------------------------------------- the family a prompt runs as
+def _undetectable_bert():
+    import transformers
+
+    class MyConfig(transformers.BertConfig):
+        model_type = "mybert"
+
+    cfg = MyConfig(**{k: v for k, v in tiny_bert().config.to_dict().items() if k != "model_type"})
+    torch.manual_seed(0)
+    return transformers.BertForSequenceClassification(cfg).eval()
+
+
+def _decoder_bert():
+    import transformers
+
+    cfg = transformers.BertConfig(**{**tiny_bert().config.to_dict(), "is_decoder": True})
+    torch.manual_seed(0)
+    return transformers.BertLMHeadModel(cfg).eval()
+
+
+def test_the_saved_family_loads_a_model_type_detection_cannot_tell(tmp_path):
+    """Before: a prompt saved with family='encoder' on an undetectable model type could never be loaded."""
+    m = ResidualPromptModel(_undetectable_bert(), ResidualPromptConfig(num_tokens=4), family="encoder").eval()
+    m.save_pretrained(tmp_path / "p")
+    loaded = ResidualPromptModel.from_pretrained(_undetectable_bert(), tmp_path / "p")
+    ids, mask = batch(ROWS)
+    with torch.no_grad():
+        assert loaded.family == "encoder" and torch.equal(loaded(ids, mask).logits, m(ids, mask).logits)
+    assert ResidualPromptModel.from_pretrained(_undetectable_bert(), tmp_path / "p", family="encoder").is_folded
+    with pytest.raises(ValueError, match=r"family='encoders' is invalid: expected one of encoder, seq2seq, decoder"):
+        ResidualPromptModel.from_pretrained(_undetectable_bert(), tmp_path / "p", family="encoders")
+
+
+def test_a_saved_family_that_detection_contradicts_needs_family_or_allow_mismatch(tmp_path):
+    """Before: a prompt saved with family='decoder' on a BERT LM reloaded as an encoder (other logits)."""
+    m = ResidualPromptModel(_decoder_bert(), ResidualPromptConfig(num_tokens=4), family="decoder").eval()
+    m.save_pretrained(tmp_path / "p")
+    with pytest.raises(PromptFileError, match=r"p: saved on BertLMHeadModel \(no task head, family decoder\), this "
+                                              r"backbone is BertLMHeadModel \(no task head, family encoder\); pass "
+                                              r"family='decoder' to run it as saved, or allow_mismatch=True"):
+        ResidualPromptModel.from_pretrained(_decoder_bert(), tmp_path / "p")
+    ids, mask = batch(ROWS)
+    for kw in ({"family": "decoder"}, {"allow_mismatch": True}):
+        loaded = ResidualPromptModel.from_pretrained(_decoder_bert(), tmp_path / "p", **kw)
+        with torch.no_grad():
+            assert loaded.family == "decoder" and torch.equal(loaded(ids, mask).logits, m(ids, mask).logits)
+    with pytest.raises(PromptFileError, match=r"family encoder\); pass family='decoder' to run it as saved"):
+        ResidualPromptModel.from_pretrained(_decoder_bert(), tmp_path / "p", family="encoder")

@@ -94,6 +94,29 @@ def test_recover_dir_falls_back_to_the_previous_copy(tmp_path):
     assert (target / "p").read_text() == "previous" and sorted(p.name for p in tmp_path.iterdir()) == ["best"]
 
 
+def test_atomic_dir_refuses_a_file_and_writes_through_a_link(tmp_path):
+    """Before: a folder written onto an existing file replaced the user's file and left .name.old-PID; onto a
+    link to a folder it replaced the link by a folder (the target kept the old content) and left the link."""
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"notes.txt exists and is not a folder"):
+        with atomic_dir(tmp_path / "notes.txt") as tmp:
+            (tmp / "a.json").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "keep").write_text("kept")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with atomic_dir(tmp_path / "link") as tmp:
+        (tmp / "a.json").write_text("new")
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link").resolve() == tmp_path / "real"
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["a.json", "keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "notes.txt", "real"]
+    (tmp_path / "file-link").symlink_to(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match=r"file-link exists and is not a folder"):
+        with atomic_dir(tmp_path / "file-link"):
+            pass
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_resume_after_a_real_kill_in_the_swap(tiny_model_dirs, data_root, tmp_path):
     """kill -9 (SIGKILL) exactly between the two renames of a checkpoint swap, then --resume."""
@@ -175,6 +198,43 @@ def test_eval_refuses_a_prompt_with_non_finite_values(tmp_path):
     save_file(t, str(tmp_path / "p" / PROMPT_FILE))
     with pytest.raises(PromptFileError, match=r"p: the prompt holds non-finite values \(NaN or inf\)"):
         ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")
+
+
+def test_a_nan_in_the_head_weights_is_refused_on_reading(tmp_path):
+    """Before: only the prompt was checked; a NaN head weight loaded silently and gave NaN logits."""
+    from safetensors.torch import save_file
+
+    from conftest import tiny_bert
+    from resprompt import PromptFileError, ResidualPromptModel
+    from resprompt.io import PROMPT_FILE
+
+    ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=3, bottleneck=8)).save_pretrained(tmp_path / "p")
+    t = _tensors(tmp_path / "p" / PROMPT_FILE)
+    t["head.classifier.weight"][0, 0] = float("inf")
+    save_file(t, str(tmp_path / "p" / PROMPT_FILE))
+    with pytest.raises(PromptFileError, match=r"p: head weight 'classifier.weight' holds non-finite values"):
+        ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p")
+
+
+@pytest.mark.parametrize("fmt", ["resprompt", "peft"])
+@pytest.mark.parametrize("where", ["prompt", "head"])
+def test_non_finite_values_are_never_written(tmp_path, fmt, where):
+    """Before: save_pretrained wrote a NaN prompt or head (a prompt that read_prompt then refuses)."""
+    from conftest import tiny_bert
+    from resprompt import ResidualPromptModel
+
+    m = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=3, bottleneck=8, placement="prefix"))
+    m.save_pretrained(tmp_path / "p", format=fmt)
+    before = {f.name: f.read_bytes() for f in (tmp_path / "p").iterdir()}
+    with torch.no_grad():
+        (m.prompt_encoder.embedding if where == "prompt" else m.head.classifier.bias)[0] = float("nan")
+    key = "the prompt" if where == "prompt" else "head weight 'classifier.bias'"
+    with pytest.raises(ValueError, match=f"{key} holds non-finite values .*nothing written"):
+        m.save_pretrained(tmp_path / "p", format=fmt)
+    assert {f.name: f.read_bytes() for f in (tmp_path / "p").iterdir()} == before
+    with pytest.raises(ValueError, match="nothing written"):
+        m.save_pretrained(tmp_path / "new", format=fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
 
 
 # --------------------------------------------------------------------------------- refused values

@@ -302,6 +302,13 @@ def _config_of(model_or_config):
     raise BackboneError(f"cannot find a transformers config on {type(model_or_config).__name__}")
 
 
+def check_family(family: str | None) -> str | None:
+    """``family`` itself when it is None or one of ``FAMILIES``; ValueError naming it otherwise."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family={family!r} is invalid: expected one of {', '.join(FAMILIES)}")
+    return family
+
+
 def detect_family(model_or_config) -> str:
     """``"seq2seq"``, ``"encoder"`` or ``"decoder"`` for a model or its config.
 

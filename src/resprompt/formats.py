@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save_file
 
+from .compat import backbone_meta, check_backbone, claims, detected_family, peft_task_type
 from .io import (
     FORMAT_VERSION,
     META_FILE,
@@ -42,7 +43,6 @@ from .io import (
     TRAINABLE_FILE,
     PromptFileError,
     atomic_dir,
-    embedding_fingerprint,
     read_json,
     read_safetensors,
     write_json,
@@ -59,8 +59,11 @@ log = logging.getLogger(__name__)
 # prompts record it, e.g. {"name": "RTE"}), read by predict, eval and serve alike.
 TASK_FILE = "resprompt_task.json"
 
+# The npy export's metadata: its own name, so that an npy folder never passes for a resprompt prompt.
+NPY_META = "prompt_npy.json"
+
 # Every file a saved prompt may consist of, in any format: a save drops them all first.
-PROMPT_FILES = (PROMPT_FILE, META_FILE, PEFT_CONFIG, PEFT_WEIGHTS, TASK_FILE, "prompt.npy", "head.*.npy")
+PROMPT_FILES = (PROMPT_FILE, META_FILE, PEFT_CONFIG, PEFT_WEIGHTS, TASK_FILE, "prompt.npy", "head.*.npy", NPY_META)
 
 
 @dataclass
@@ -110,9 +113,23 @@ def read_prompt(path: str | os.PathLike) -> SavedPrompt:
     if saved.prompt.dim() != 2 or saved.prompt.shape[0] != saved.config.num_tokens:
         raise PromptFileError(f"{path}: prompt tensor has shape {tuple(saved.prompt.shape)}, expected "
                               f"({saved.config.num_tokens}, d)")
-    if not torch.isfinite(saved.prompt).all():
-        raise PromptFileError(f"{path}: the prompt holds non-finite values (NaN or inf)")
+    bad = _non_finite(saved.prompt, saved.head)
+    if bad:
+        raise PromptFileError(f"{path}: {bad} holds non-finite values (NaN or inf)")
     return saved
+
+
+def _non_finite(prompt: torch.Tensor, head: dict[str, torch.Tensor]) -> str | None:
+    """``the prompt`` or ``head weight '<key>'``: the first tensor holding NaN or inf, else None."""
+    named = {"the prompt": prompt, **{f"head weight {k!r}": v for k, v in head.items()}}
+    return next((name for name, t in named.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+
+
+def _refuse_non_finite(prompt: torch.Tensor, head: dict[str, torch.Tensor], path) -> None:
+    """ValueError before anything is written when the prompt or a head weight holds NaN or inf."""
+    bad = _non_finite(prompt, head)
+    if bad:
+        raise ValueError(f"{path}: {bad} holds non-finite values (NaN or inf); nothing written")
 
 
 def _read_resprompt(path: Path) -> SavedPrompt:
@@ -168,38 +185,26 @@ def _read_peft(path: Path) -> SavedPrompt:
             name = k[len("base_model."):].replace(".modules_to_save.default", "").replace(".original_module", "")
             head[name.removeprefix("model.")] = v
     config = ResidualPromptConfig(num_tokens=n, reparam="none", placement="prefix", pooling="native")  # as PEFT runs it
-    backbone = {"backbone": cfg.get("base_model_name_or_path"), "hidden_size": int(prompt.shape[1])}
+    backbone = {"backbone": cfg.get("base_model_name_or_path"), "hidden_size": int(prompt.shape[1]),
+                **({"task_type": cfg["task_type"]} if isinstance(cfg.get("task_type"), str) else {})}
     task = read_json(path / TASK_FILE) if (path / TASK_FILE).is_file() else None  # PEFT records no task
     return SavedPrompt(path, "peft", prompt[:n].float(), config, head, task, backbone, "prefix")
 
 
-def check_backbone(saved: dict, model_meta: dict, where: Path, allow_mismatch: bool) -> None:
-    """Refuses a prompt trained on another backbone (hidden size always; vocab and fingerprint unless allowed).
+def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = False,
+                family: str | None = None) -> ResidualPromptModel:
+    """A ready-to-use model of ``cls`` with the prompt at ``path`` folded in, on ``backbone``.
 
-    A PEFT adapter records neither, so only its hidden size is checked.
+    It runs as ``family`` if given, else as the family it was saved with, else as detected (``compat``).
     """
-    if saved.get("hidden_size") != model_meta["hidden_size"]:
-        raise PromptFileError(
-            f"{where}: prompt was trained on a backbone with hidden size {saved.get('hidden_size')} "
-            f"({saved.get('backbone') or 'unknown'}), this backbone has {model_meta['hidden_size']}"
-        )
-    for key in ("vocab_size", "embedding_fingerprint"):
-        if key in saved and saved[key] != model_meta[key] and not allow_mismatch:
-            raise PromptFileError(
-                f"{where}: {key} {saved.get(key)!r} of the prompt's backbone ({saved.get('backbone') or 'unknown'}) "
-                f"differs from this backbone's {model_meta[key]!r} ({model_meta['backbone'] or 'unknown'}); "
-                "pass allow_mismatch=True (CLI: --allow-backbone-mismatch) to load it anyway"
-            )
-
-
-def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = False) -> ResidualPromptModel:
-    """A ready-to-use model of ``cls`` with the prompt at ``path`` folded in, on ``backbone``."""
-    from .backbones import detect_family
+    from .backbones import check_family, detect_family
     from .heads import HeadError
 
     saved = read_prompt(path)
-    check_backbone(saved.backbone, backbone_meta(backbone, detect_family(backbone)), saved.path, allow_mismatch)
-    model = cls(backbone, saved.config, tokenizer=tokenizer, task=saved.task, _folded=saved.prompt)
+    own = check_family(family) or detected_family(backbone)  # what this backbone is: the caller's word, else detection
+    check_backbone(saved.backbone, backbone_meta(backbone, own), saved.path, allow_mismatch)
+    family = family or claims(saved.backbone).get("family") or own or detect_family(backbone)  # the last raises
+    model = cls(backbone, saved.config, tokenizer=tokenizer, family=family, task=saved.task, _folded=saved.prompt)
     if len(model.head) and not saved.head:
         raise PromptFileError(f"{saved.path}: holds no head weights, but {type(backbone).__name__} is a task model "
                               f"whose head ({model.head_name}) the prompt must bring; load it onto a bare or LM "
@@ -213,20 +218,6 @@ def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = Fals
 
 
 # ------------------------------------------------------------------------------------ writing
-def backbone_meta(bb, family: str) -> dict:
-    """What identifies a backbone (of ``family``) that a prompt is trained on."""
-    emb = bb.get_input_embeddings()
-    return {
-        "backbone": getattr(bb.config, "_name_or_path", "") or getattr(bb, "name_or_path", ""),
-        "backbone_class": type(bb).__name__,
-        "model_type": getattr(bb.config, "model_type", None),
-        "family": family,
-        "hidden_size": int(emb.weight.shape[1]),
-        "vocab_size": int(emb.weight.shape[0]),
-        "embedding_fingerprint": embedding_fingerprint(emb),
-    }
-
-
 def _config_dict(model: ResidualPromptModel) -> dict:
     """The prompt config as saved: ``pooling`` as resolved on this backbone (``auto`` -> ``mean`` ...)."""
     return {**model.config.to_dict(), "pooling": model.pooling or model.config.pooling}
@@ -253,6 +244,7 @@ def save_folded(model: ResidualPromptModel, path: str | os.PathLike) -> None:
 
 def write_folded(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, path: str | os.PathLike) -> None:
     """Writes the resprompt layout: ``prompt`` [n, d] and ``head.<module>.<param>``, plus the metadata JSON."""
+    _refuse_non_finite(prompt, head, path)
     tensors = {"prompt": prompt, **{f"head.{k}": v for k, v in head.items()}}
     with atomic_dir(path, drop=PROMPT_FILES) as tmp:
         save_file(_tensors(tensors), str(tmp / PROMPT_FILE))
@@ -273,6 +265,7 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
     """Writes PEFT's PROMPT_TUNING layout from a folded prompt [n, d], head weights and backbone metadata."""
     from peft import PromptTuningConfig
 
+    _refuse_non_finite(prompt, head, path)
     pooling = meta.get("pooling") or (meta.get("config") or {}).get("pooling")
     if meta.get("pooling_native") is False:
         log.warning("PEFT runs the backbone's own forward, which reads its native readout, not this prompt's "
@@ -286,13 +279,7 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
             "PEFT places the prompt before all tokens; this prompt was trained with placement=%s, so "
             "PEFT's outputs will differ from ours", meta.get("placement"),
         )
-    family = meta.get("family")
-    if family == "seq2seq":
-        task_type = "SEQ_2_SEQ_LM"
-    elif meta.get("head"):
-        task_type = "SEQ_CLS"
-    else:
-        task_type = "CAUSAL_LM" if family == "decoder" else "FEATURE_EXTRACTION"
+    task_type = peft_task_type(meta)
     modules = sorted({k.split(".", 1)[0] for k in head})
     peft_config = PromptTuningConfig(
         task_type=task_type,
@@ -302,7 +289,7 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
         num_attention_heads=meta.get("num_attention_heads"),
         num_layers=meta.get("num_layers"),
         base_model_name_or_path=meta.get("backbone") or None,
-        modules_to_save=modules if modules and task_type == "SEQ_CLS" else None,
+        modules_to_save=modules if modules and task_type in ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS") else None,
         inference_mode=True,
     )
     tensors = {"prompt_embeddings": prompt}
@@ -317,8 +304,9 @@ def write_peft(prompt: torch.Tensor, head: dict[str, torch.Tensor], meta: dict, 
 def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.PathLike) -> Path:
     """Converts a saved prompt without loading the backbone: ``peft``, ``safetensors`` or ``npy``.
 
-    ``safetensors`` copies the resprompt folder (prompt + metadata); ``npy`` writes ``prompt.npy``
-    (a plain float32 array, no pickle) plus the metadata JSON.
+    ``safetensors`` copies the resprompt folder (prompt + metadata); ``npy`` writes ``prompt.npy`` and
+    ``head.<key>.npy`` (plain float32 arrays, no pickle) plus the metadata as ``prompt_npy.json``. An
+    ``output`` that is (or holds) the prompt folder or the run folder given is refused.
     """
     import numpy as np
 
@@ -328,6 +316,7 @@ def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.Path
     if saved.format != "resprompt":
         raise PromptFileError(f"{saved.path}: export reads resprompt prompts; this is a {saved.format} adapter")
     src = saved.path
+    _refuse_output_over(output, Path(prompt_dir), src)
     meta = read_json(src / META_FILE)
     if fmt == "peft":
         write_peft(saved.prompt, saved.head, meta, output)
@@ -338,8 +327,17 @@ def export_folder(prompt_dir: str | os.PathLike, fmt: str, output: str | os.Path
             np.save(tmp / "prompt.npy", saved.prompt.float().numpy(), allow_pickle=False)
             for k, v in saved.head.items():
                 np.save(tmp / f"head.{k}.npy", v.float().numpy(), allow_pickle=False)
-            write_json(tmp / META_FILE, {**meta, "format": "resprompt-npy"})
+            write_json(tmp / NPY_META, {**meta, "format": "resprompt-npy"})
     return Path(output)
+
+
+def _refuse_output_over(output: str | os.PathLike, *sources: Path) -> None:
+    """ValueError when ``output`` is one of the folders being exported from, or holds one."""
+    out = Path(output).resolve()
+    for src in sources:
+        if out == src.resolve() or out in src.resolve().parents:
+            raise ValueError(f"{output}: is or holds the prompt folder being exported ({src}); choose another "
+                             "output folder")
 
 
 def import_peft_prompt(path: str | os.PathLike) -> torch.Tensor:

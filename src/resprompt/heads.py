@@ -35,6 +35,11 @@ def head_kind(backbone: nn.Module) -> str | None:
             "not support; load the backbone as a sequence classifier (one row per choice, as resprompt's "
             "COPA and ReCoRD tasks do)"
         )
+    return kind_of_class(name)
+
+
+def kind_of_class(name: str) -> str | None:
+    """The ``HEAD_KINDS`` entry a model class name carries (``BertForTokenClassification``), or None."""
     return next((k for k in HEAD_KINDS if k in name), None)
 
 

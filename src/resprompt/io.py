@@ -66,15 +66,25 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def _target(path: str | os.PathLike) -> Path:
+    """``path``, or where it points when it is a symlink (the folder a write through it replaces)."""
+    path = Path(path)
+    return path.resolve() if path.is_symlink() else path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, drop: Iterable[str] = ()) -> Iterator[Path]:
     """Yields a fresh temporary folder; on success it replaces ``path`` in one rename.
 
     Files already in ``path`` are kept (copied first), so saving a prompt into a run folder does not
     delete the run's other files, except those named in ``drop`` (e.g. every prompt file, so that a
-    save replaces the folder's prompt as a whole, whichever format was there before).
+    save replaces the folder's prompt as a whole, whichever format was there before). A symlink is
+    written through (its target is replaced, the link kept); a ``path`` that is a file is refused
+    (``ValueError``) before anything is written.
     """
-    path = Path(path)
+    given, path = path, _target(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{given} exists and is not a folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
@@ -110,7 +120,7 @@ def recover_dir(path: str | os.PathLike) -> list[str]:
     temporary copy becomes ``path``, else the previous copy (``.old-*``) goes back. Every other
     leftover ``.<name>.tmp-*`` / ``.<name>.old-*`` is deleted.
     """
-    path = Path(path)
+    path = _target(path)
     parent, name = path.parent, path.name
     if not parent.is_dir():
         return []

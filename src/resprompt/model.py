@@ -24,7 +24,7 @@ from torch.func import functional_call
 
 from . import heads as heads_mod
 from . import readout
-from .backbones import detect_family, model_max_length, position_limit
+from .backbones import check_family, detect_family, model_max_length, position_limit
 from .io import embedding_rms
 from .prompt import placement as pl
 from .prompt.config import ResidualPromptConfig
@@ -112,7 +112,7 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         self.config = config or ResidualPromptConfig()
         self.backbone = backbone
         self.tokenizer = tokenizer
-        self.family = family or detect_family(backbone)
+        self.family = check_family(family) or detect_family(backbone)
         self.task = dict(task) if task else None
         self.strip_prompt_logits = True
         for p in backbone.parameters():
@@ -367,14 +367,17 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
 
     @classmethod
     def from_pretrained(cls, backbone: nn.Module, path: str | os.PathLike, tokenizer=None,
-                        allow_mismatch: bool = False) -> ResidualPromptModel:
+                        allow_mismatch: bool = False, family: str | None = None) -> ResidualPromptModel:
         """Loads a folded prompt (resprompt or PEFT format, or a run folder's best/) onto ``backbone``.
 
-        The backbone may already carry other prompts: each model holds its own head.
+        The backbone may already carry other prompts: each model holds its own head. ``family``
+        overrides detection, as in the constructor; without it the prompt runs as the family it was
+        saved with, which must agree with detection unless ``allow_mismatch``.
         """
         from . import formats
 
-        return formats.load_folded(cls, backbone, path, tokenizer=tokenizer, allow_mismatch=allow_mismatch)
+        return formats.load_folded(cls, backbone, path, tokenizer=tokenizer, allow_mismatch=allow_mismatch,
+                                   family=family)
 
     def save_trainable(self, path: str | os.PathLike) -> None:
         """Saves the full trainable state (raw P, network, head) to resume training."""
