@@ -71,17 +71,19 @@ def test_distilbert_pre_classifier_trains_and_is_saved(tmp_path):
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_decoder_sequence_classifier_pools_the_last_real_token(kind, side):
-    """Before: given inputs_embeds the classifier pooled position -1, a pad under right padding (0.10 off)."""
+@pytest.mark.parametrize("pad_id", [0, None])
+def test_decoder_sequence_classifier_pools_the_last_real_token(kind, side, pad_id):
+    """Before: given inputs_embeds the classifier pooled position -1, a pad under right padding (0.10 off).
+    Checkpoints such as gpt2 have no pad id in their config: a batch then raised inside transformers."""
     torch.manual_seed(0)
     if kind == "gpt2":
         cfg = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                      bos_token_id=1, eos_token_id=2, pad_token_id=0, num_labels=3)
+                                      bos_token_id=1, eos_token_id=2, pad_token_id=pad_id, num_labels=3)
         bb = transformers.GPT2ForSequenceClassification(cfg).eval()
     else:
         cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                                       bos_token_id=1, eos_token_id=2, pad_token_id=0, num_labels=3)
+                                       bos_token_id=1, eos_token_id=2, pad_token_id=pad_id, num_labels=3)
         bb = transformers.LlamaForSequenceClassification(cfg).eval()
     m = _perturbed(ResidualPromptModel(bb, CFG), 5)
     rows = [[1, 5, 6, 7, 8, 9], [1, 10, 11]]
@@ -155,3 +157,62 @@ def test_save_pretrained_takes_the_transformers_keywords(tmp_path):
     assert not (tmp_path / "q").exists()
     with pytest.raises(ValueError, match="safe_serialization=False is not supported"):
         m.save_pretrained(tmp_path / "r", safe_serialization=False)
+
+
+@pytest.mark.parametrize("name", ["Bart", "T5"])
+def test_an_encoder_decoder_sequence_classifier_is_refused_clearly(name):
+    """Before: accepted, then every forward raised NotImplementedError inside transformers (it finds EOS in
+    input_ids, which the prompt replaces by embeddings)."""
+    if name == "Bart":
+        cfg = transformers.BartConfig(vocab_size=VOCAB, d_model=32, encoder_layers=1, decoder_layers=1,
+                                      encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37,
+                                      decoder_ffn_dim=37, max_position_embeddings=64)
+        bb = transformers.BartForSequenceClassification(cfg)
+    else:
+        bb = transformers.T5ForSequenceClassification(transformers.T5Config(
+            vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=37, num_layers=1, num_heads=4, decoder_start_token_id=0))
+    with pytest.raises(HeadError, match=f"{name}ForSequenceClassification: an encoder-decoder classifier .*"
+                                        "ForConditionalGeneration"):
+        ResidualPromptModel(bb, CFG)
+
+
+def _llama_for(cls):
+    cfg = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                   bos_token_id=1, eos_token_id=2, pad_token_id=0, num_labels=3)
+    torch.manual_seed(0)
+    return getattr(transformers, cls)(cfg).eval()
+
+
+@pytest.mark.parametrize("cls, key", [("LlamaForTokenClassification", "logits"),
+                                      ("LlamaForQuestionAnswering", "start_logits")])
+def test_decoder_per_token_outputs_are_each_tokens_own(cls, key):
+    """Before: trimmed with the LM's next-token shift, so the BOS output was the last prompt slot's."""
+    m = _perturbed(ResidualPromptModel(_llama_for(cls), CFG), 6)
+    ids = torch.tensor([[1, 5, 6, 7]])  # the prompt goes after BOS: slots 1..3
+    with torch.no_grad():
+        trimmed = getattr(m(ids), key)
+        m.strip_prompt_logits = False
+        full = getattr(m(ids), key)
+    assert torch.equal(trimmed, torch.cat([full[:, :1], full[:, 4:]], dim=1))
+
+
+@pytest.mark.parametrize("backbone", ["bert", "llama"])
+def test_question_answering_positions_index_the_real_tokens(backbone):
+    """Before: start/end positions reached the backbone unmoved, so its loss scored prompt slots, not the span."""
+    import torch.nn.functional as F
+
+    if backbone == "bert":
+        cfg = transformers.BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                      intermediate_size=37, max_position_embeddings=64, pad_token_id=0)
+        torch.manual_seed(0)
+        bb = transformers.BertForQuestionAnswering(cfg).eval()
+    else:
+        bb = _llama_for("LlamaForQuestionAnswering")
+    m = _perturbed(ResidualPromptModel(bb, CFG), 7)
+    ids, mask = batch(ROWS)
+    start, end = torch.tensor([3, 1]), torch.tensor([4, 2])
+    with torch.no_grad():
+        out = m(ids, mask, start_positions=start, end_positions=end)
+    expected = (F.cross_entropy(out.start_logits, start) + F.cross_entropy(out.end_logits, end)) / 2
+    assert out.loss.item() == pytest.approx(expected.item(), abs=1e-5)

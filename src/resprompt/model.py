@@ -118,6 +118,11 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         for p in backbone.parameters():
             p.requires_grad_(False)
         self.head_kind = heads_mod.head_kind(backbone)
+        if self.family == "seq2seq" and self.head_kind == "ForSequenceClassification":
+            raise heads_mod.HeadError(
+                f"{type(backbone).__name__}: an encoder-decoder classifier finds its EOS tokens in input_ids, which a "
+                "soft prompt replaces by embeddings; load it *ForConditionalGeneration and classify by verbaliser "
+                "(resprompt's SuperGLUE tasks do), or use an encoder or decoder classifier")
         self.head = heads_mod.copy_head(backbone)  # this prompt's own head (empty for LM backbones)
         for p in self.head.parameters():
             p.requires_grad_(self.config.train_head)
@@ -126,6 +131,10 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         if self.family == "encoder" and self.head_kind == "ForSequenceClassification":
             self.pooling = readout.resolve_pooling(self.config.pooling, backbone, self.head)
             self._native_readout = self.pooling == readout.native_pooling(backbone, self.head)
+        # a decoder classifier's rows are left aligned, so it reads the last position; read here, since the
+        # backbone's own forward refuses a batch when its config has no pad id
+        self._read_here = not self._native_readout or (self.family == "decoder"
+                                                         and self.head_kind == "ForSequenceClassification")
         emb = backbone.get_input_embeddings()
         self.register_buffer("folded_prompt", None, persistent=False)
         self.prompt_encoder: PromptEncoder | None = None
@@ -288,35 +297,47 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         inputs = self.prepare_inputs(input_ids, attention_mask, prompts,
                                      None if seq_labels is not None else labels, token_type_ids)
         offsets = inputs.pop("_offsets")
-        if self._native_readout:
+        # QA targets index the real tokens: the loss is ours, over them only (never a prompt slot)
+        span = [kwargs.pop(k, None) for k in ("start_positions", "end_positions")]
+        if not self._read_here:
             out = self.run_backbone(inputs, **kwargs)
         else:
-            out = self._read_out(inputs, attention_mask, offsets)
+            out = self._read_out(inputs, attention_mask, offsets, **kwargs)
         if seq_labels is not None:
             out.loss = _classification_loss(out.logits, seq_labels)
+        if span[0] is not None and span[1] is not None:
+            real = [pl.remove_prompt(getattr(out, k), offsets, self.num_tokens) for k in ("start_logits", "end_logits")]
+            out.loss = _span_loss(real, span)
         if self.strip_prompt_logits and self.family != "seq2seq":
             width = input_ids.shape[1] + self.num_tokens
             for key in ("logits", "start_logits", "end_logits"):
                 value = getattr(out, key, None)
                 if value is not None and value.dim() >= 2 and value.shape[1] == width and (
                         value.dim() >= 3 or key != "logits"):
-                    setattr(out, key, pl.remove_prompt(value, offsets, self.num_tokens,
-                                                       causal=self.family == "decoder"))
+                    setattr(out, key, pl.remove_prompt(value, offsets, self.num_tokens,  # LM logits predict the next
+                                                       causal=self.family == "decoder" and self.head_kind is None))
         return out
 
-    def _read_out(self, inputs: dict, attention_mask: torch.Tensor, offsets: torch.Tensor):
-        """Encoder classification with a readout the backbone's forward does not compute (cls / mean):
-        the base model's last hidden states, pooled over the text tokens, through this prompt's head."""
+    def _read_out(self, inputs: dict, attention_mask: torch.Tensor, offsets: torch.Tensor, **kwargs):
+        """Classification with a readout the backbone's forward does not compute: an encoder's cls / mean
+        (the base model's last hidden states pooled over the text tokens), a decoder's last position (rows
+        are left aligned), through this prompt's head."""
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         body = getattr(self.backbone, self.backbone.base_model_prefix)
-        hidden = body(**inputs).last_hidden_state  # [B, T + n, d]
-        n = self.num_tokens
-        text = pl.insert_constant(attention_mask, 0, offsets, n)  # [B, T + n]: real text tokens only
-        first = pl.first_real_index(attention_mask)
-        first = torch.where(first < offsets, first, first + n)  # the first text token, after insertion
-        pooled = readout.pool(hidden, text, first, self.pooling)
-        return SequenceClassifierOutput(logits=readout.apply_head(self.backbone, self.head, pooled))
+        base = body(**inputs, **kwargs)
+        hidden = base.last_hidden_state  # [B, T + n, d]
+        if self.family == "decoder":
+            pooled = hidden[:, -1]
+        else:
+            n = self.num_tokens
+            text = pl.insert_constant(attention_mask, 0, offsets, n)  # [B, T + n]: real text tokens only
+            first = pl.first_real_index(attention_mask)
+            first = torch.where(first < offsets, first, first + n)  # the first text token, after insertion
+            pooled = readout.pool(hidden, text, first, self.pooling)
+        return SequenceClassifierOutput(logits=readout.apply_head(self.backbone, self.head, pooled),
+                                        hidden_states=getattr(base, "hidden_states", None),
+                                        attentions=getattr(base, "attentions", None))
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -389,6 +410,15 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         from . import formats
 
         formats.load_trainable(self, path, allow_mismatch)
+
+
+def _span_loss(logits: list[torch.Tensor], positions: list[torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the start and end logits ([B, T] each) at the given token indices ([B]); as in
+    transformers, an index outside [0, T) is clamped to T and ignored."""
+    t = logits[0].shape[1]
+    losses = [F.cross_entropy(x.float(), p.to(x.device).long().clamp(0, t), ignore_index=t)
+              for x, p in zip(logits, positions)]
+    return sum(losses) / 2
 
 
 def _classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
