@@ -701,10 +701,13 @@ def test_claims_bullet_names_the_kind_of_every_row_of_a_claim_judged_twice():
 
     claims = [(2, "c", DASH, "main, prompt_length at 10 tokens: residual vs none", "r", DASH, "not measured yet", []),
               (2, "c", "minilm", "main_full / smollm2_full (full data)", "r", "d", "within noise", []),
+              (2, "c", "minilm", "full_train (CB's full training set) at 10 tokens", "r", "d", "not confirmed", []),
               (3, "c", "minilm", "prompt_length: residual at L", "r", "d", "confirmed", [])]
     bullet = _found(None, "f", None, None, "s", claims)[0]
-    # the measured full-data row is tagged even when it is the first row of its (claim, backbone)
+    # the measured full-data row is tagged even when it is the first row of its (claim, backbone); the older
+    # CB-only full-data experiment says what sets it apart instead of its bare name
     assert bullet.endswith("1 confirmed (#3 minilm); 1 within noise (#2 minilm (full data)); "
+                           "1 not confirmed (#2 minilm (CB full data, pooler readout)); "
                            "1 not measured yet (#2 (FewGLUE)).")
 
 

@@ -850,7 +850,8 @@ def _found(full, full_name, readout, few, few_name, claims) -> list[str]:
     return out
 
 
-CLAIM_KINDS = {"main": "FewGLUE", "main_full": "full data"}  # first word of a claim's "our cells" -> its tag
+# first word of a claim's "our cells" -> its tag (full_train: the small grid's older CB-only full-data run)
+CLAIM_KINDS = {"main": "FewGLUE", "main_full": "full data", "full_train": "CB full data, pooler readout"}
 
 
 def _load_other(grid, rows):
