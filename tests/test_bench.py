@@ -681,6 +681,23 @@ def test_not_run_lines_list_the_missing_cells_with_their_estimated_time():
     assert not_run_lines({"f": [twin]}, rows) == []
 
 
+def test_a_resumed_cell_counts_the_training_time_of_every_sitting():
+    from types import SimpleNamespace as NS
+
+    from resprompt.experiments.report import _parts, cell_seconds, not_run_lines
+
+    # cut off at half its steps, resumed in the next sitting: this sitting's wall is half the training
+    resumed = {"cell_wall_s": 438.0, "wall_time_s": 852.0, "resumed": True}
+    assert cell_seconds(resumed) == 852.0
+    assert cell_seconds({"cell_wall_s": 900.0, "wall_time_s": 850.0}) == 900.0  # loading counts too
+    assert cell_seconds({"cell_wall_s": 0.0, "wall_time_s": 852.0, "reused_from": "x"}) == 0.0
+    cells = [NS(id=f"e__task={t}__method=none__seed={s}", axes={"task": t}, settings={"method": "none"})
+             for t in ("COPA", "CB") for s in (1, 2)]
+    rows = {cells[0].id: NS(rec=resumed), cells[2].id: NS(rec={"cell_wall_s": 852.0})}
+    assert _parts(cells, rows) == "COPA 1/2, 0:14:12 (14.2 min); CB 1/2, 0:14:12 (14.2 min)"
+    assert "about 0.5 h" in not_run_lines({"e": cells}, rows)[4]  # 2 cells x 852 s
+
+
 def test_a_cell_bench_copied_counts_as_read_from_its_twin():
     from types import SimpleNamespace as NS
 

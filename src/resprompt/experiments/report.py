@@ -1039,6 +1039,15 @@ def _part_of(cell) -> str:
     return DASH if first is None else _v(first)
 
 
+def cell_seconds(rec: dict) -> float:
+    """The measured time of a finished cell: 0 for a copy of another cell; for a cell resumed after a cut-off
+    sitting, the trainer's ``wall_time_s`` (training over every sitting) when it exceeds this sitting's
+    ``cell_wall_s``; else ``cell_wall_s``."""
+    if rec.get("reused_from"):
+        return 0.0
+    return max(float(rec.get("cell_wall_s") or 0), float(rec.get("wall_time_s") or 0))
+
+
 def _parts(cells, rows) -> str:
     """Cells done and measured wall time per value of each cell's first axis (the parts a grid is run by:
     ``--only readout__task=CB``); blank when the experiment has one part."""
@@ -1050,8 +1059,7 @@ def _parts(cells, rows) -> str:
     out = []
     for part, cs in parts.items():
         mine = [rows[c.id] for c in cs if c.id in rows]
-        timed = [r.rec.get("cell_wall_s") or 0 for r in mine if not r.rec.get("reused_from")]
-        timed = [w for w in timed if w > 0]
+        timed = [w for w in (cell_seconds(r.rec) for r in mine) if w > 0]
         out.append(f"{part} {len(mine)}/{len(cs)}"
                    + (f", {_hms(sum(timed))} ({statistics.fmean(timed) / 60:.1f} min)" if timed else ""))
     return "; ".join(out)
@@ -1071,9 +1079,9 @@ def not_run_lines(by_exp, rows) -> list[str]:
         timed = defaultdict(list)
         for c in cells:
             r = rows.get(c.id)
-            if r is not None and not r.rec.get("reused_from") and (r.rec.get("cell_wall_s") or 0) > 0:
-                timed[(_part_of(c), c.settings.get("method"))].append(r.rec["cell_wall_s"])
-                timed[(_part_of(c), None)].append(r.rec["cell_wall_s"])
+            if r is not None and cell_seconds(r.rec) > 0:
+                timed[(_part_of(c), c.settings.get("method"))].append(cell_seconds(r.rec))
+                timed[(_part_of(c), None)].append(cell_seconds(r.rec))
         est, unknown = 0.0, 0
         for c in missing:
             got = timed.get((_part_of(c), c.settings.get("method"))) or timed.get((_part_of(c), None))
@@ -1117,7 +1125,7 @@ def build_report(grid) -> Path:
               "measured time (per cell) |", "|---|---|---|---|---|"]
     for e, cells in by_exp.items():
         mine = [rows[c.id] for c in cells if c.id in rows]
-        wall = sum(r.rec.get("cell_wall_s") or 0 for r in mine if not r.rec.get("reused_from"))
+        wall = sum(cell_seconds(r.rec) for r in mine)
         reused = sum(1 for r in mine if r.rec.get("reused_from"))
         lines.append(f"| {e} | {len(mine)}/{len(cells)} | {sum(c.id in failed for c in cells)} | {_hms(wall)}"
                      + (f" ({reused} reused from identical cells)" if reused else "") + f" | {_parts(cells, rows)} |")
