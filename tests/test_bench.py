@@ -569,6 +569,34 @@ def test_found_sentences_per_model_and_the_constant():
     assert _found_low(info) == "None of the 6 means is at or below the best constant."
 
 
+def test_in_short_lead_reads_the_bullets_numbers():
+    from resprompt.experiments.report import DASH, _in_short
+
+    def e(mean, k=3):
+        return {"mean": mean, "std": 1.0, "k": k, "planned": 3, "low": False}
+
+    full = {"total": 10, "done": 9, "tasks": ["CB", "COPA"], "const": {}, "ex": {"CB": 1.79, "COPA": 1.0},
+            "entries": {("a", "none", "CB"): e(60.0), ("a", "residual", "CB"): e(62.0), ("a", "head_only", "CB"): e(65.0),
+                        ("a", "none", "COPA"): e(54.0), ("a", "residual", "COPA"): e(57.0),
+                        ("a", "head_only", "COPA"): e(58.0),
+                        ("b", "none", "CB"): e(50.0), ("b", "residual", "CB"): e(53.0),
+                        ("b", "none", "COPA"): e(55.0, k=2), ("b", "residual", "COPA"): e(56.0)}}
+    readout = {"measured": [("CB", "auto", 66.0, 60.0, 6.0, 1.79, False), ("CB", "native", 59.0, 62.3, -3.3, 1.79, False),
+                            ("RTE", "auto", 53.1, 52.7, 0.4, 0.36, True)]}
+    claims = [(2, "c", "a", "main_full / smollm2_full (full data)", "r", "d", "within noise", []),
+              (2, "c", "b", "main_full / smollm2_full (full data)", "r", "d", "not confirmed", []),
+              (2, "c", DASH, "main, prompt_length at 10 tokens", "r", DASH, "not measured yet", []),
+              (3, "c", "a", "prompt_length: residual at L", "r", "d", "confirmed", [])]
+    assert _in_short(full, readout, claims) == (
+        "On the full training sets, averaged over the tasks where every method has all its seeds: on a (2 tasks) "
+        "training the head alone (head_only) is first with 61.5, residual 59.5, plain prompt tuning 57.0; on b "
+        "(1 task) residual is first with 53.0, plain prompt tuning 50.0. The paper's headline gain, about +3 points over prompt tuning at 10 tokens (claim #2), is "
+        "within noise on a; not confirmed on b on the full training sets. The residual prompt beats the head-only "
+        "probe of its own readout by more than one example in 1 of 2 panels. Over the paper's claims (4 verdict "
+        "rows): 1 confirmed, 1 within noise, 1 not confirmed, 1 not measured yet.")
+    assert _in_short(None, None, []) == ""
+
+
 def test_summary_verdicts_name_their_cells(tmp_path):
     from resprompt.experiments.report import build_report
 
@@ -640,6 +668,8 @@ def test_summary_block_replaces_the_readme_text_between_its_markers(tmp_path):
     assert "old numbers" not in text and "![score per task and method, full training sets](docs/img/summary_full.png)" in text
     found = [ln for ln in report.split("## What we found")[1].split("## Full SuperGLUE")[0].splitlines() if ln.startswith("- ")]
     assert len(found) == 4 and all(b in text.splitlines() for b in found)  # the report's own bullets
+    lead = [ln for ln in report.splitlines() if ln.startswith("**In short.** ")]
+    assert len(lead) == 1 and lead[0] in text.splitlines() and "verdict rows)" in lead[0]  # and its lead
     assert "[R.md](docs/R.md)" in text
     readme.write_text("no markers\n")
     build_report(small)

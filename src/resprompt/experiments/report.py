@@ -43,7 +43,7 @@ import math
 import os
 import statistics
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from .cells import canonical, configs
@@ -737,17 +737,11 @@ def _found_model(info, model) -> str:
     """One model's full-data sentences: the method means over the tasks where every method has all its
     seeds, residual minus none on each of them, and the tasks still partial; with no such task (or one
     method), each begun task's means."""
-    mine = {(label, t): e for (mo, label, t), e in info["entries"].items() if mo == model}
-    labels = list(dict.fromkeys(label for label, _ in mine))
-    tasks = [t for t in info["tasks"] if any(tt == t for _, tt in mine)]
-    complete = [t for t in tasks if all(e["mean"] is not None and e["k"] == e["planned"]
-                                        for (_, tt), e in mine.items() if tt == t)]
-    begun = [t for t in tasks if any(e["mean"] is not None for (_, tt), e in mine.items() if tt == t)]
+    mine, labels, complete, avg = _model_means(info, model)
+    begun = [t for t in info["tasks"] if any(e["mean"] is not None for (_, tt), e in mine.items() if tt == t)]
     partial = [t for t in begun if t not in complete]
     text = []
     if complete and len(labels) > 1:
-        avg = {lb: statistics.fmean(mine[(lb, t)]["mean"] for t in complete) for lb in labels
-               if all((lb, t) in mine for t in complete)}
         text.append(f"on {model}, over the {len(complete)} task{'s' * (len(complete) > 1)} where every method has all "
                     f"its seeds ({', '.join(complete)}), the mean scores are "
                     + ", ".join(f"{lb} {v:.1f}" for lb, v in sorted(avg.items(), key=lambda x: -x[1])))
@@ -760,6 +754,62 @@ def _found_model(info, model) -> str:
     elif begun:
         text.append(f"on {model}: " + "; ".join(_task_scores(info, model, t) for t in begun))
     return "; ".join(text)
+
+
+def _model_means(info, model) -> tuple[dict, list, list, dict]:
+    """One model's entries {(label, task): entry}, its method labels, the tasks where every method has all
+    its seeds, and each method's mean over those tasks (methods planned on every one of them)."""
+    mine = {(label, t): e for (mo, label, t), e in info["entries"].items() if mo == model}
+    labels = list(dict.fromkeys(label for label, _ in mine))
+    tasks = [t for t in info["tasks"] if any(tt == t for _, tt in mine)]
+    complete = [t for t in tasks if all(e["mean"] is not None and e["k"] == e["planned"]
+                                        for (_, tt), e in mine.items() if tt == t)]
+    avg = {lb: statistics.fmean(mine[(lb, t)]["mean"] for t in complete) for lb in labels
+           if complete and all((lb, t) in mine for t in complete)}
+    return mine, labels, complete, avg
+
+
+LEAD_NAMES = {"none": "plain prompt tuning"}  # method labels as the lead's sentences say them
+
+
+def _lead_full(full) -> str:
+    """"On the full training sets, ...: on m (6 tasks) training the head alone (head_only) is first with 55.2,
+    residual 54.0, plain prompt tuning 53.7"."""
+    parts = []
+    for mo in _model_name(full):
+        _, _, complete, avg = _model_means(full, mo)
+        if len(avg) < 2:
+            continue
+        first = max(avg, key=avg.get)
+        rest = [f"{LEAD_NAMES.get(lb, lb)} {avg[lb]:.1f}" for lb in ("residual", "none") if lb in avg and lb != first]
+        said = {"none": "plain prompt tuning (none)", "head_only": "training the head alone (head_only)"}
+        parts.append(f"on {mo} ({len(complete)} task{'s' * (len(complete) > 1)}) {said.get(first, first)} is first "
+                     f"with {avg[first]:.1f}" + "".join(f", {r}" for r in rest))
+    return ("On the full training sets, averaged over the tasks where every method has all its seeds: "
+            + "; ".join(parts) + ".") if parts else ""
+
+
+def _in_short(full, readout, claims) -> str:
+    """The report's lead, a few sentences before the bullets, each number read from the same tables: the
+    best method per model on the full training sets, claim 2 there, the readout count, the claim verdicts."""
+    out = [_lead_full(full)] if full and full["total"] else []
+    two = defaultdict(list)
+    for i, _, model, ours, _, _, verdict, _ in claims or []:
+        if i == 2 and ours.split()[0] in FULL_EXPS and verdict != "not measured yet":
+            two[verdict].append(model)
+    if two:
+        out.append("The paper's headline gain, about +3 points over prompt tuning at 10 tokens (claim #2), is "
+                   + "; ".join(f"{v} on {' and '.join(ms)}" for v, ms in two.items()) + " on the full training sets.")
+    live = [g for g in (readout or {}).get("measured", []) if not g[6]]
+    if live:
+        wins = sum(g[4] > g[5] for g in live)
+        out.append(f"The residual prompt beats the head-only probe of its own readout by more than one example in "
+                   f"{wins} of {len(live)} panel{'s' * (len(live) > 1)}.")
+    if claims:
+        n = Counter(row[6] for row in claims)
+        out.append(f"Over the paper's claims ({len(claims)} verdict rows): " + ", ".join(
+            f"{n[v]} {v}" for v in ("confirmed", "within noise", "not confirmed", "not measured yet") if n[v]) + ".")
+    return " ".join(o for o in out if o)
 
 
 def _ex(info, t) -> str:
@@ -885,7 +935,9 @@ def summary_sections(grid, rows) -> tuple[list[str], list, dict]:
     claims = claim_rows(list(pool.values()))
 
     found = _found(full, full_grid.name, readout, few, grid.name, claims)
-    out, path = ["## What we found", "", *(f"- {b}" for b in found), ""], None
+    lead = _in_short(full, readout, claims)
+    out, path = ["## What we found", "", *([f"**In short.** {lead}", ""] if lead else []),
+                 *(f"- {b}" for b in found), ""], None
     plot_cells = [c for c in full_cells if c.experiment == FULL_EXPS[0]]
     if plot_cells:
         models = sorted({Path(str(c.settings.get("model"))).name for c in plot_cells})
@@ -932,13 +984,13 @@ def summary_sections(grid, rows) -> tuple[list[str], list, dict]:
                 legend + f" Rests on {few['done']} of {few['total']} cells"
                 + (f"; {few['total'] - few['done']} not run yet." if few["done"] < few["total"] else "."),
                 "", *few_lines, ""]
-    return out, claims, {"found": found, "plot": path}
+    return out, claims, {"lead": lead, "found": found, "plot": path}
 
 
 README_START, README_END = "<!-- resprompt report: start -->", "<!-- resprompt report: end -->"
 
 
-def sync_readme(readme, grid, found, plot) -> bool:
+def sync_readme(readme, grid, found, plot, lead: str = "") -> bool:
     """Replaces the text between ``README_START`` and ``README_END`` in ``readme`` with the report's "What we
     found" bullets, its summary plot and a link to the report, so the README's numbers are the build's.
     A README without both markers is left alone; returns whether the file changed."""
@@ -952,7 +1004,8 @@ def sync_readme(readme, grid, found, plot) -> bool:
         return False
     rel = lambda p: Path(os.path.relpath(p, path.parent)).as_posix()  # noqa: E731
     block = [README_START, f"<!-- written by `resprompt bench {grid.source} --report-only`; edit "
-             "src/resprompt/experiments/report.py, not this block -->", "", *(f"- {b}" for b in found), ""]
+             "src/resprompt/experiments/report.py, not this block -->", "",
+             *([f"**In short.** {lead}", ""] if lead else []), *(f"- {b}" for b in found), ""]
     if plot is not None:
         block += [f"![score per task and method, full training sets]({rel(plot)})", ""]
     block += [f"Tables, the claims with the cells each verdict rests on, and the rules: [{grid.report.name}]"
@@ -1173,5 +1226,5 @@ def build_report(grid) -> Path:
     tmp.write_text("\n".join(lines))
     os.replace(tmp, report)
     if grid.summary and grid.summary.get("readme"):
-        sync_readme(grid.summary["readme"], grid, extra["found"], extra["plot"])
+        sync_readme(grid.summary["readme"], grid, extra["found"], extra["plot"], extra["lead"])
     return report
