@@ -108,6 +108,19 @@ def test_activations(act):
          "branch_scale='embedding' is invalid: expected 'paper' when layer_norm is False (the scale is the LayerNorm "
          "gain)"),
         ({"shared": "yes"}, "shared='yes' is invalid: expected true or false"),
+        # a setting that did nothing was accepted: no LayerNorm branch to scale, the prompt as with 'paper'
+        ({"reparam": "none", "branch_scale": "embedding"},
+         "branch_scale='embedding' is invalid: expected 'paper' for reparam='none', which has no LayerNorm branch "
+         "to scale"),
+        ({"reparam": "lstm", "branch_scale": "embedding"},
+         "branch_scale='embedding' is invalid: expected 'paper' for reparam='lstm', which has no LayerNorm branch "
+         "to scale"),
+        # init_seed was not checked: torch raised later, deep in the model's constructor
+        ({"init_seed": "7"}, "init_seed='7' is invalid: expected an integer in [0, 2**64) or None"),
+        ({"init_seed": 1.5}, "init_seed=1.5 is invalid: expected an integer in [0, 2**64) or None"),
+        ({"init_seed": True}, "init_seed=True is invalid: expected an integer in [0, 2**64) or None"),
+        ({"init_seed": -1}, "init_seed=-1 is invalid: expected an integer in [0, 2**64) or None"),
+        ({"init_seed": 2**70}, f"init_seed={2**70} is invalid: expected an integer in [0, 2**64) or None"),
     ],
 )
 def test_config_errors_name_field_and_value(kwargs, message):

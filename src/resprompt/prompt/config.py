@@ -113,6 +113,11 @@ class ResidualPromptConfig:
             raise bad("shared", "True for reparam='lstm' (the LSTM runs across tokens)")
         if self.branch_scale == "embedding" and not self.layer_norm:
             raise bad("branch_scale", "'paper' when layer_norm is False (the scale is the LayerNorm gain)")
+        if self.branch_scale == "embedding" and self.reparam not in ("residual", "mlp"):
+            raise bad("branch_scale", f"'paper' for reparam={self.reparam!r}, which has no LayerNorm branch to scale")
+        seed = self.init_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64):
+            raise bad("init_seed", "an integer in [0, 2**64) or None")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
