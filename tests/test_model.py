@@ -198,3 +198,36 @@ def test_init_modes_on_backbone(init):
         assert torch.equal(raw, init_vocab(bb.get_input_embeddings(), 3, seed=1))
     else:
         assert raw.abs().max() <= 0.5 and torch.equal(raw, init_uniform(3, 32, 0.5, seed=1))
+
+
+@pytest.mark.parametrize("problem_type", ["multi_label_classification", None])
+def test_multi_label_classifier_gets_the_bce_loss(problem_type):
+    """Before: the loss was always cross-entropy on labels.long(); multi-hot labels raised in torch."""
+    import torch.nn.functional as F
+
+    bb = tiny_bert(num_labels=3)
+    bb.config.problem_type = problem_type  # unset: inferred from the float [B, C] labels, as transformers does
+    m = ResidualPromptModel(bb, ResidualPromptConfig(num_tokens=3, bottleneck=8)).eval()
+    ids, mask = batch(ROWS)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    out = m(ids, mask, labels=labels)
+    assert torch.allclose(out.loss, F.binary_cross_entropy_with_logits(out.logits, labels))
+
+
+def test_classification_loss_follows_the_problem_type():
+    import torch.nn.functional as F
+
+    ids, mask = batch(ROWS)
+    bb = tiny_bert(num_labels=2)
+    bb.config.problem_type = "regression"  # two outputs regressed: MSE over both
+    m = ResidualPromptModel(bb, ResidualPromptConfig(num_tokens=3, bottleneck=8)).eval()
+    targets = torch.tensor([[0.5, -1.0], [2.0, 0.0]])
+    out = m(ids, mask, labels=targets)
+    assert torch.allclose(out.loss, F.mse_loss(out.logits, targets))
+    m = ResidualPromptModel(tiny_bert(num_labels=3), ResidualPromptConfig(num_tokens=3, bottleneck=8)).eval()
+    for classes in (torch.tensor([2, 0]), torch.tensor([2.0, 0.0])):  # class ids, even stored as floats
+        out = m(ids, mask, labels=classes)
+        assert torch.allclose(out.loss, F.cross_entropy(out.logits, torch.tensor([2, 0])))
+    m = ResidualPromptModel(tiny_bert(num_labels=1), ResidualPromptConfig(num_tokens=3, bottleneck=8)).eval()
+    out = m(ids, mask, labels=torch.tensor([0.3, 1.2]))
+    assert torch.allclose(out.loss, F.mse_loss(out.logits.squeeze(-1), torch.tensor([0.3, 1.2])))

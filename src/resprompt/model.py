@@ -286,7 +286,8 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         QA start/end logits) are trimmed to the real tokens ([B, T, ...]) unless
         ``strip_prompt_logits`` is False; for decoders output i is the next-token distribution
         after real token i (see ``remove_prompt``). Sequence classifiers get their loss computed
-        here, from the logits of this prompt's head (cross-entropy; MSE for one output).
+        here, from the logits of this prompt's head (as the backbone's ``config.problem_type`` says:
+        cross-entropy, MSE for regression, BCE for multi-label).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -304,7 +305,7 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         else:
             out = self._read_out(inputs, attention_mask, offsets, **kwargs)
         if seq_labels is not None:
-            out.loss = _classification_loss(out.logits, seq_labels)
+            out.loss = _classification_loss(out.logits, seq_labels, getattr(self.backbone.config, "problem_type", None))
         if span[0] is not None and span[1] is not None:
             real = [pl.remove_prompt(getattr(out, k), offsets, self.num_tokens) for k in ("start_logits", "end_logits")]
             out.loss = _span_loss(real, span)
@@ -421,8 +422,18 @@ def _span_loss(logits: list[torch.Tensor], positions: list[torch.Tensor]) -> tor
     return sum(losses) / 2
 
 
-def _classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the head's classes ([B, C] logits, [B] ids); MSE when C == 1 (regression)."""
-    if logits.shape[-1] == 1:
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(logits.float(), labels.long())
+def _classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None = None) -> torch.Tensor:
+    """The loss of [B, C] logits as the backbone's ``config.problem_type`` says, inferred as transformers
+    does when unset: ``regression`` (C == 1: MSE), ``single_label_classification`` (class ids [B]:
+    cross-entropy), ``multi_label_classification`` (multi-hot float labels [B, C]: BCE)."""
+    if problem_type is None:
+        ids = labels.dim() == 1 or not labels.is_floating_point()  # [B] class ids, even stored as floats
+        problem_type = ("regression" if logits.shape[-1] == 1 else
+                        "single_label_classification" if ids else "multi_label_classification")
+    if problem_type == "regression":
+        if logits.shape[-1] == 1:
+            return F.mse_loss(logits.squeeze(-1).float(), labels.reshape(-1).float())
+        return F.mse_loss(logits.float(), labels.float())
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+    return F.cross_entropy(logits.float(), labels.reshape(-1).long())
