@@ -231,3 +231,29 @@ def test_classification_loss_follows_the_problem_type():
     m = ResidualPromptModel(tiny_bert(num_labels=1), ResidualPromptConfig(num_tokens=3, bottleneck=8)).eval()
     out = m(ids, mask, labels=torch.tensor([0.3, 1.2]))
     assert torch.allclose(out.loss, F.mse_loss(out.logits.squeeze(-1), torch.tensor([0.3, 1.2])))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "pooler"])
+def test_a_readout_on_a_model_without_one_is_refused(pooling, tmp_path):
+    """Before: a decoder classifier (or an LM) took any pooling, ignored it, and saved it as if it applied."""
+    import transformers
+
+    from resprompt.heads import HeadError
+
+    gpt2_cls = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(**{
+        **tiny_gpt2().config.to_dict(), "num_labels": 3, "pad_token_id": 0}))
+    for bb in (gpt2_cls, tiny_gpt2(), tiny_t5()):
+        with pytest.raises(HeadError, match=rf"pooling='{pooling}' chooses what an encoder sequence classifier's "
+                                            r"head reads; \w+ \((decoder|seq2seq), .*\) has no such choice"):
+            ResidualPromptModel(bb, ResidualPromptConfig(num_tokens=2, bottleneck=4, pooling=pooling))
+    # a prompt saved with one before the check still loads (the readout never applied), and saves 'auto'
+    m = ResidualPromptModel(gpt2_cls, ResidualPromptConfig(num_tokens=2, bottleneck=4)).eval()
+    m.save_pretrained(tmp_path / "p")
+    meta = tmp_path / "p" / "resprompt_config.json"
+    import json
+
+    saved = json.loads(meta.read_text())
+    saved["config"]["pooling"] = pooling
+    meta.write_text(json.dumps(saved))
+    loaded = ResidualPromptModel.from_pretrained(gpt2_cls, tmp_path / "p")
+    assert loaded.config.pooling == "auto"

@@ -14,6 +14,7 @@ Trainable parameters are exactly ``prompt_encoder.*`` plus the head (``backbone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -131,6 +132,13 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         if self.family == "encoder" and self.head_kind == "ForSequenceClassification":
             self.pooling = readout.resolve_pooling(self.config.pooling, backbone, self.head)
             self._native_readout = self.pooling == readout.native_pooling(backbone, self.head)
+        elif self.config.pooling not in ("auto", "native"):
+            if _folded is None:  # a new prompt: the readout asked for would be silently ignored
+                raise heads_mod.HeadError(
+                    f"pooling={self.config.pooling!r} chooses what an encoder sequence classifier's head reads; "
+                    f"{type(backbone).__name__} ({self.family}, {self.head_kind or 'no task head'}) has no such "
+                    "choice (a decoder classifier reads the last position): use pooling='auto'")
+            self.config = dataclasses.replace(self.config, pooling="auto")  # saved so by mistake: it never applied
         # a decoder classifier's rows are left aligned, so it reads the last position; read here, since the
         # backbone's own forward refuses a batch when its config has no pad id
         self._read_here = not self._native_readout or (self.family == "decoder"
