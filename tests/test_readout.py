@@ -124,6 +124,32 @@ def test_classification_heads_over_the_first_position_read_mean_too():
         _model(_roberta(), "pooler")
 
 
+def test_cls_reads_the_first_text_token_when_a_prompt_slot_comes_first(tmp_path):
+    """Before: on RoBERTa pooling='cls' with placement='prefix' ran the backbone's own head, over prompt slot 0."""
+    ids, mask = batch(ROWS, pad_id=1)
+    for pooling, at in (("cls", N), ("native", 0)):  # the first text token <s>; the slot, as PEFT reads it
+        m = _model(_roberta(), pooling, placement="prefix")
+        with torch.no_grad():
+            p = m.fold().unsqueeze(0).expand(2, -1, -1)
+            embeds = torch.cat([p, m.backbone.get_input_embeddings()(ids)], 1)
+            full = torch.cat([torch.ones(2, N, dtype=mask.dtype), mask], 1)
+            h = m.backbone.roberta(inputs_embeds=embeds, attention_mask=full).last_hidden_state
+            expected = m.head["classifier"](h[:, at:at + 1])
+            assert (m(ids, mask).logits - expected).abs().max() <= 1e-5
+            m.save_pretrained(tmp_path / pooling)  # what is saved loads as the same readout
+            meta = json.loads((tmp_path / pooling / META_FILE).read_text())
+            assert meta["config"]["pooling"] == pooling
+            loaded = ResidualPromptModel.from_pretrained(_roberta(), tmp_path / pooling)
+            assert (loaded(ids, mask).logits - expected).abs().max() <= 1e-5
+    distil = transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
+        vocab_size=VOCAB, dim=32, n_layers=1, n_heads=4, hidden_dim=37, max_position_embeddings=64, num_labels=3))
+    assert _model(distil, "native", placement="prefix")._native_readout
+    with pytest.raises(HeadError, match=r"pooling='cls' with placement='prefix': the head of "
+                                        r"DistilBertForSequenceClassification \(pre_classifier, classifier\) reads only "
+                                        r"the first position, a prompt slot there"):
+        _model(distil, "cls", placement="prefix")
+
+
 def test_two_layer_heads_refuse_a_foreign_readout():
     cfg = transformers.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=1, n_heads=4, hidden_dim=37,
                                         max_position_embeddings=64, num_labels=3)

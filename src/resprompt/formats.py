@@ -219,8 +219,11 @@ def load_folded(cls, backbone, path, tokenizer=None, allow_mismatch: bool = Fals
 
 # ------------------------------------------------------------------------------------ writing
 def _config_dict(model: ResidualPromptModel) -> dict:
-    """The prompt config as saved: ``pooling`` as resolved on this backbone (``auto`` -> ``mean`` ...)."""
-    return {**model.config.to_dict(), "pooling": model.pooling or model.config.pooling}
+    """The prompt config as saved: ``pooling`` as resolved on this backbone (``auto`` -> ``mean`` ...); ``native``
+    where the backbone's own first-position head reads a prompt slot (placement ``prefix``), which ``cls``
+    (the first text token) would not reproduce on load."""
+    slot = model._native_readout and model.pooling == "cls" and model.placement_mode == "prefix"
+    return {**model.config.to_dict(), "pooling": "native" if slot else model.pooling or model.config.pooling}
 
 
 def _meta(model: ResidualPromptModel, kind: str) -> dict:

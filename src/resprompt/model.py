@@ -131,7 +131,13 @@ class ResidualPromptModel(TrainableParameters, nn.Module):
         self._native_readout = True
         if self.family == "encoder" and self.head_kind == "ForSequenceClassification":
             self.pooling = readout.resolve_pooling(self.config.pooling, backbone, self.head)
-            self._native_readout = self.pooling == readout.native_pooling(backbone, self.head)
+            self._native_readout = readout.reads_natively(self.config.pooling, self.pooling, backbone, self.head,
+                                                          slot_first=self.placement_mode == "prefix")
+            if not self._native_readout and readout.head_style(self.head) == "other":
+                raise heads_mod.HeadError(
+                    f"pooling={self.config.pooling!r} with placement='prefix': the head of {type(backbone).__name__} "
+                    f"({', '.join(self.head)}) reads only the first position, a prompt slot there, not the first text "
+                    "token; use placement='after_first' (the default) or pooling='native' (the slot, as PEFT reads it)")
         elif self.config.pooling not in ("auto", "native"):
             if _folded is None:  # a new prompt: the readout asked for would be silently ignored
                 raise heads_mod.HeadError(

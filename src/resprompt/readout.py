@@ -99,6 +99,21 @@ def resolve_pooling(mode: str, backbone, heads: nn.ModuleDict) -> str:
     return resolved
 
 
+def reads_natively(mode: str, resolved: str, backbone, heads: nn.ModuleDict, slot_first: bool) -> bool:
+    """Whether the backbone's own forward computes readout ``resolved`` (asked for as ``mode``).
+
+    A head over the first position (RoBERTa's, MPNet's, DistilBERT's: native ``cls``) reads a prompt slot
+    when one comes first (``slot_first``: placement ``prefix``). ``cls`` means the first text token, so
+    the backbone's forward is that readout there only when the architecture's own was asked for
+    (``native``, or ``auto`` with nothing declared), as PEFT runs it.
+    """
+    if resolved != native_pooling(backbone, heads):
+        return False
+    if resolved != "cls" or not slot_first:
+        return True
+    return mode == "native" or (mode == "auto" and declared_pooling(backbone) is None)
+
+
 def pool(hidden: torch.Tensor, text_mask: torch.Tensor, first: torch.Tensor, pooling: str) -> torch.Tensor:
     """The pooled states: ``cls`` takes position ``first`` of each row, ``mean`` averages the text tokens.
 
