@@ -194,6 +194,22 @@ def test_encoder_classifier_head_trains_and_is_saved_with_the_prompt(tmp_path):
         assert (loaded(ids).logits - model(ids).logits).abs().max() <= 1e-6
 
 
+def test_a_folded_prompt_trains_its_head_and_loads_the_best_one_at_the_end(tmp_path):
+    """Before: load_best_model_at_end looked for trainable/, which a folded model's checkpoints lack, and
+    train() raised after its last step."""
+    _wrap(tiny_bert(num_labels=2)).save_pretrained(tmp_path / "prompt")
+    model = ResidualPromptModel.from_pretrained(tiny_bert(num_labels=2), tmp_path / "prompt").train()
+    trainer = _trainer(model, tmp_path / "out", class_collate, eval_strategy="steps", eval_steps=10,
+                       load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=True)
+    trainer.train()
+    best = Path(trainer.state.best_model_checkpoint)
+    assert best.name == "checkpoint-10"  # the earlier, worse one: loading it is visible
+    saved = ResidualPromptModel.from_pretrained(tiny_bert(num_labels=2), best).head_state()
+    last = ResidualPromptModel.from_pretrained(tiny_bert(num_labels=2), tmp_path / "out" / "checkpoint-20").head_state()
+    assert all(torch.equal(v, saved[k]) for k, v in model.head_state().items())
+    assert any(not torch.equal(v, last[k]) for k, v in model.head_state().items())
+
+
 def test_optimizer_param_groups_defaults():
     model = _wrap(tiny_bert(num_labels=2))
     groups = optimizer_param_groups(model, lr=0.3, weight_decay=0.01, weight_decay_head=0.0)

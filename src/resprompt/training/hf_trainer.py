@@ -23,6 +23,7 @@ from pathlib import Path
 
 from transformers import Trainer
 
+from ..formats import read_prompt
 from ..io import PromptFileError
 from ..model import ResidualPromptModel
 
@@ -34,7 +35,8 @@ class ResidualPromptTrainer(Trainer):
     """``transformers.Trainer`` for ``ResidualPromptModel``: saves and reloads the prompt only.
 
     Not for FSDP or DeepSpeed (the prompt is folded from the local parameters); DDP saves on the main
-    process only, as Trainer does (not tested here). A folded model (``from_pretrained``) trains its head, but its checkpoints cannot be resumed.
+    process only, as Trainer does (not tested here). A folded model (``from_pretrained``) trains its head:
+    ``load_best_model_at_end`` reads the best checkpoint's head back, but its checkpoints cannot be resumed.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -75,6 +77,11 @@ class ResidualPromptTrainer(Trainer):
         self._load_trainable(resume_from_checkpoint, model)
 
     def _load_best_model(self) -> None:
-        if not isinstance(self._prompt_model(), ResidualPromptModel):
+        model = self._prompt_model()
+        if not isinstance(model, ResidualPromptModel):
             return super()._load_best_model()
-        self._load_trainable(self.state.best_model_checkpoint)
+        best = self.state.best_model_checkpoint
+        if model.is_folded:  # it trains its head only: the checkpoint's prompt file holds it (no trainable/)
+            model.load_head_state(read_prompt(best).head, str(best))
+            return
+        self._load_trainable(best)
