@@ -88,6 +88,23 @@ def test_auto_follows_the_checkpoints_pooling_config_and_save_load_keeps_it(tmp_
         assert loaded.pooling == "mean" and torch.allclose(loaded(ids, mask).logits, m(ids, mask).logits, atol=1e-6)
 
 
+def test_auto_falls_back_to_the_heads_own_readout_when_it_cannot_read_the_declared_one(tmp_path, caplog):
+    """Before: the default pooling ('auto') raised on a sentence-transformers DistilBERT declaring mean."""
+    folder = tmp_path / "st-distilbert"
+    transformers.DistilBertForSequenceClassification(transformers.DistilBertConfig(
+        vocab_size=VOCAB, dim=32, n_layers=1, n_heads=4, hidden_dim=37, max_position_embeddings=64,
+        num_labels=3)).save_pretrained(folder)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    bb = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with caplog.at_level("WARNING", logger="resprompt.readout"):
+        m = _model(bb, "auto")
+    assert m.pooling == "cls" and m._native_readout
+    assert "declares pooling 'mean', which its head (pre_classifier, classifier) cannot read" in caplog.text
+    with pytest.raises(HeadError, match=r"pooling='mean': the head of DistilBertForSequenceClassification"):
+        _model(bb, "mean")  # asked for by name: refused, as before
+
+
 def test_prompts_saved_before_the_option_load_with_the_native_readout(tmp_path):
     m = _model(tiny_bert(), "native")
     assert m.pooling == "pooler"

@@ -12,7 +12,8 @@
   model has a pooler feeding a linear head, as BERT; ``cls`` for RoBERTa / MPNet heads); what
   prompts saved before the readout option existed were trained with.
 - ``auto``: what the checkpoint declares in sentence-transformers' ``1_Pooling/config.json``
-  (MiniLM and MPNet declare ``mean``), else ``native``.
+  (MiniLM and MPNet declare ``mean``), else ``native``; ``native`` too, with a warning, where the
+  head cannot read the declared readout (DistilBERT's two layers).
 
 A head is either one linear layer over [B, d] (BERT's ``classifier``, behind the backbone's
 dropout) or a classification head over the first position of [B, T, d] (RoBERTa, MPNet: we pass
@@ -91,6 +92,10 @@ def resolve_pooling(mode: str, backbone, heads: nn.ModuleDict) -> str:
     resolved = {"auto": declared_pooling(backbone) or native, "native": native}.get(mode, mode)
     if resolved == native:
         return resolved
+    if mode == "auto" and (resolved == "pooler" or head_style(heads) == "other"):  # the default must not fail
+        log.warning("%s declares pooling %r, which its head (%s) cannot read: pooling 'auto' reads its own (%s)",
+                    type(backbone).__name__, resolved, ", ".join(heads), native)
+        return native
     if resolved == "pooler":
         raise HeadError(f"pooling='pooler': {type(backbone).__name__} has no pooler feeding its head; use cls or mean")
     if head_style(heads) == "other":
