@@ -335,3 +335,22 @@ def test_seq2seq_source_too_long_keeps_the_question(tiny_model_dirs):
     text = tok.decode(feat.input_ids, skip_special_tokens=True)
     assert len(feat.input_ids) == 48 and text.startswith("boolq passage") and text.endswith("question : is the sky green")
     assert feat.input_ids[-1] == tok(rec["question"])["input_ids"][-1]  # the end-of-source token survives
+
+
+def test_torch_and_numpy_integer_predictions_score_as_ints():
+    """Before: a torch integer (no numbers.Integral) counted as an invalid answer: accuracy 0, labels[0] written."""
+    import numpy as np
+    import torch
+
+    task = get_task("RTE")
+    insts = task.instances([rec(label="entailment"), rec(label="not_entailment"), rec(label="entailment")],
+                           "encoder", "rte.jsonl")
+    golds = [i.label for i in insts]
+    for preds in (golds, list(np.array(golds)), list(torch.tensor(golds)), torch.tensor(golds)):
+        assert task.evaluate(insts, preds, "encoder")["accuracy"] == 1.0
+        assert [r["label"] for r in task.submission(insts, preds, "encoder")] == [
+            "entailment", "not_entailment", "entailment"]
+    # bools, floats and non-scalar tensors are no class ids: wrong answers, as before
+    for bad in ([True, False, True], [0.0, 1.0, 0.0], list(torch.tensor(golds, dtype=torch.bool)),
+                [torch.tensor([g]) for g in golds]):
+        assert task.evaluate(insts, bad, "encoder")["accuracy"] == 0.0

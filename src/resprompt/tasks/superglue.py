@@ -30,7 +30,7 @@ An invalid generative prediction (-1) counts as wrong.
 
 from __future__ import annotations
 
-import numbers
+import operator
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -57,8 +57,15 @@ class Instance:
 
 
 def _valid(pred, k: int) -> bool:
-    """A class id / candidate index in range(k) (numpy and torch integers included)."""
-    return isinstance(pred, numbers.Integral) and not isinstance(pred, bool) and 0 <= pred < k
+    """A class id / candidate index in range(k): Python, numpy and torch integers (0-d tensors: torch's
+    are no numbers.Integral), never bools nor floats."""
+    if isinstance(pred, bool) or "bool" in str(getattr(pred, "dtype", "")) or getattr(pred, "ndim", 0) != 0:
+        return False
+    try:
+        index = operator.index(pred)
+    except TypeError:
+        return False
+    return 0 <= index < k
 
 
 @dataclass(frozen=True)
