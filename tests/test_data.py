@@ -284,3 +284,13 @@ def test_custom_true_false_labels_come_back_as_written():
     inst = task.instances([{"s": "a", "y": "True"}], "encoder", "x")
     assert task.submission(inst, [1], "encoder") == [{"idx": 0, "label": "True"}]
     assert get_task("BoolQ").submission(inst, [1], "encoder") == [{"idx": 0, "label": "true"}]
+
+
+def test_a_blank_label_column_reads_as_no_label(tmp_path):
+    """Before: an unlabelled csv that keeps its label header was refused (label '' not in the labels)."""
+    task = user_task("mine", ["neg", "pos"], ["text"], "label")
+    rows = D.read_csv(write(tmp_path / "u.csv", "text,label\ngood film,\nbad film,  \n"))
+    assert [i.label for i in task.instances(rows, "encoder", "u.csv")] == [None, None]
+    mixed = D.read_csv(write(tmp_path / "m.csv", "text,label\ngood film,pos\nbad film,\n"))
+    with pytest.raises(D.DataError, match="label"):  # labelled and unlabelled rows in one file: refused, as before
+        task.instances(mixed, "encoder", "m.csv")

@@ -354,3 +354,60 @@ def test_torch_and_numpy_integer_predictions_score_as_ints():
     for bad in ([True, False, True], [0.0, 1.0, 0.0], list(torch.tensor(golds, dtype=torch.bool)),
                 [torch.tensor([g]) for g in golds]):
         assert task.evaluate(insts, bad, "encoder")["accuracy"] == 0.0
+
+
+def _record(idx, ents, answers, query_idx=None, line=1):
+    text = "Alice met Bob in Paris. " + " ".join(ents)
+    spans = [{"start": text.index(e), "end": text.index(e) + len(e) - 1} for e in ents]
+    q = {"query": "@placeholder went home.", "answers": [{"text": a} for a in answers]}
+    if query_idx is not None:
+        q["idx"] = query_idx
+    return {"idx": idx, "passage": {"text": text, "entities": spans}, "qas": [q],
+            "__file__": "rec.jsonl", "__line__": line}
+
+
+def test_record_queries_without_idx_stay_apart_across_passages():
+    """Before: each passage's first query fell back to id 0: the encoder merged them into one group."""
+    task = get_task("ReCoRD")
+    recs = [_record(0, ["Alice", "Bob"], ["Alice"], line=1), _record(1, ["Alice", "Bob"], ["Bob"], line=2)]
+    for family in FAMILIES:
+        insts = task.instances(recs, family, "rec.jsonl")
+        assert len({i.group or i.uid for i in insts}) == 2
+    insts = task.instances(recs, "encoder", "rec.jsonl")
+    golds = [i.label for i in insts]  # the oracle: every query right
+    assert task.evaluate(insts, golds, "encoder")["n"] == 2.0
+    assert len(task.submission(insts, golds, "encoder")) == 2
+
+
+def test_record_passage_without_entities_and_answers_matching_none_are_refused():
+    from resprompt.tasks.features import featurize
+    from resprompt.tasks.records import DataError
+
+    task = get_task("ReCoRD")
+    with pytest.raises(DataError, match=r"rec.jsonl:3: passage.entities is empty"):
+        task.instances([_record(0, [], ["Alice"], line=3)], "decoder", "rec.jsonl")
+    # an answer that matches no entity (case differs): decoder training used the last entity as its target,
+    # seq2seq dropped the labels of the whole batch
+    insts = task.instances([_record(0, ["Alice", "Bob"], ["alice"], line=4)], "decoder", "rec.jsonl")
+    with pytest.raises(DataError, match=r"rec.jsonl:4: qas\[0\]: no gold candidate to train towards \(answers "
+                                        r"\['alice'\] match none of the entities\)"):
+        featurize(insts, _Tok(), "decoder", 64, train=True)
+    assert featurize(insts, _Tok(), "decoder", 64, train=False)  # scoring it is fine: F1 against the answer
+
+
+class _Tok:
+    """Whitespace tokenizer: enough for featurize."""
+    bos_token_id = 1
+
+    def __call__(self, text, *a, **k):
+        return {"input_ids": [2 + len(w) for w in text.split()]}
+
+
+def test_axg_without_a_complete_pair_leaves_parity_out():
+    """Before: no complete minimal pair scored gender parity 0.0 and halved the score of perfect answers."""
+    task = get_task("AX-g")
+    insts = task.instances([rec(idx=0, label="entailment"), rec(idx=2, label="not_entailment")], "encoder", "axg")
+    res = task.evaluate(insts, [0, 1], "encoder")
+    assert "gender_parity" not in res and res["score"] == res["accuracy"] == 1.0
+    pair = task.instances([rec(idx=0, label="entailment"), rec(idx=1, label="entailment")], "encoder", "axg")
+    assert task.evaluate(pair, [0, 0], "encoder")["gender_parity"] == 1.0

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .records import DataError
+
 
 @dataclass
 class Feature:
@@ -68,6 +70,11 @@ def featurize(instances: Sequence, tokenizer, family: str, max_len: int, train: 
         a list of ``Feature``; for decoder evaluation one per (instance, candidate).
     """
     feats: list[Feature] = []
+    if train and family != "encoder":
+        missing = next((ex for ex in instances if ex.label is None), None)
+        if missing is not None:  # ReCoRD: answers that match no entity leave no candidate to train towards
+            raise DataError(f"{missing.meta.get('where', missing.uid)}: no gold candidate to train towards (answers "
+                            f"{missing.meta.get('answers')} match none of the entities); fix the record or leave it out")
     if family == "encoder":
         for i, ex in enumerate(instances):
             enc = tokenizer(ex.text_a, ex.text_b, truncation=True, max_length=max_len)

@@ -141,13 +141,13 @@ class Task:
             elif m == "gender_parity":
                 count = Counter(i.meta.get("pair") for i in insts)
                 full = [j for j, i in enumerate(insts) if count[i.meta.get("pair")] == 2]
-                res[m] = (M.gender_parity([preds[j] for j in full], [insts[j].meta["pair"] for j in full])
-                          if full else 0.0)
+                if full:  # no complete pair (a slice of the file): parity is undefined, left out, not 0
+                    res[m] = M.gender_parity([preds[j] for j in full], [insts[j].meta["pair"] for j in full])
             elif m == "f1a":
                 res.update(M.multirc_scores(preds, golds, [i.group for i in insts]))
             elif m == "f1":
                 res.update(M.record_scores(preds, golds))
-        res["score"] = fmean(res[m] for m in self.metrics)
+        res["score"] = fmean(res[m] for m in self.metrics if m in res)
         res["n"] = float(len({i.group for i in insts}) if self.name == "MultiRC" else len(insts))
         return res
 
@@ -181,6 +181,8 @@ class ClassTask(Task):
         loc = where(rec)
         a, b, t5, dec = self.format(rec, loc)
         raw = rec.get(self.label_field) if self.label_field else None
+        if isinstance(raw, str) and not raw.strip():  # a blank label column (csv): no label, as if absent
+            raw = None
         label = None if raw is None else label_index(raw, self.labels, loc)
         idx = rec.get("idx", pos)
         meta = {"idx": idx, "where": loc}
@@ -341,11 +343,14 @@ class ReCoRDTask(Task):
                 t = raw[need(e, "start", int, eloc): need(e, "end", int, eloc) + 1]
             if t and t not in ents:
                 ents.append(t)
+        if not ents:
+            raise DataError(f"{loc}: passage.entities is empty: a ReCoRD query chooses among the passage's entities")
         text = _HIGHLIGHT.sub(lambda m: (m.group(1) or ".") + " ", raw)
         out = []
         for qn, q in enumerate(need(rec, "qas", list)):
             qloc = f"{loc}: qas[{qn}]"
-            query, qidx = need(q, "query", str, qloc), q.get("idx", qn)
+            # without an idx, a query is named by its passage too: each passage's first query is not one group
+            query, qidx = need(q, "query", str, qloc), q.get("idx", f"{rec.get('idx', pos)}-{qn}")
             if "@placeholder" not in query:
                 raise DataError(f"{qloc}: field 'query' has no '@placeholder': {query!r}")
             golds = list(dict.fromkeys(self._answer(a, raw, f"{qloc}.answers[{an}]")
