@@ -341,3 +341,28 @@ def test_export_refuses_an_output_that_is_or_holds_its_source(tmp_path, capsys):
     assert code == 0 and sorted(f.name for f in (tmp_path / "run" / "npy").iterdir()) == [
         "head.classifier.bias.npy", "head.classifier.weight.npy", "prompt.npy", "prompt_npy.json"]
     assert read_prompt(tmp_path / "run").path.name == "best"
+
+
+def test_eval_refuses_a_head_with_another_label_count(tiny_model_dirs, data_root, tmp_path, capsys):
+    """Before: a 2-output head was scored on 3-label CB (neutral never predicted), exit 0."""
+    import transformers
+
+    from resprompt import ResidualPromptConfig, ResidualPromptModel
+
+    bb = transformers.AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dirs["bert"], num_labels=2, ignore_mismatched_sizes=True)
+    ResidualPromptModel(bb, ResidualPromptConfig(num_tokens=3, bottleneck=8)).save_pretrained(tmp_path / "p")
+    code, _, err = _run(["eval", "--model", tiny_model_dirs["bert"], "--prompt", str(tmp_path / "p"), "--task",
+                         "CB", "--data-dir", str(data_root / "superglue")], capsys)
+    assert code == 2 and "the prompt's head has 2 outputs; task CB needs 3 (labels ['entailment', " in err
+    assert "Traceback" not in err
+
+
+def test_predict_refuses_to_write_over_its_input(trained, tiny_model_dirs, data_root, tmp_path, capsys):
+    """Before: --output equal to --input replaced the user's records with the predictions, exit 0."""
+    records = tmp_path / "in.jsonl"
+    records.write_text((data_root / "superglue" / "CB" / "test.jsonl").read_text())
+    before = records.read_text()
+    code, _, err = _run(["predict", "--model", tiny_model_dirs["bert"], "--prompt", str(trained), "--task", "CB",
+                         "--input", str(records), "--output", str(tmp_path / "." / "in.jsonl")], capsys)
+    assert code == 2 and "is the --input file" in err and records.read_text() == before

@@ -216,3 +216,24 @@ def test_question_answering_positions_index_the_real_tokens(backbone):
         out = m(ids, mask, start_positions=start, end_positions=end)
     expected = (F.cross_entropy(out.start_logits, start) + F.cross_entropy(out.end_logits, end)) / 2
     assert out.loss.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_head_weights_of_another_shape_are_refused_on_load(tmp_path):
+    """Before: only the rank was checked: a [5, 7] classifier on hidden size 32 loaded, then F.linear raised."""
+    from resprompt.heads import load_head
+
+    m = ResidualPromptModel(tiny_bert(), ResidualPromptConfig(num_tokens=2, bottleneck=4))
+    state = m.head_state()
+    with pytest.raises(HeadError, match=r"w: head weight 'classifier.weight' has shape \(3, 7\), the backbone's has "
+                                        r"\(3, 32\) \(only its first dimension, the label count, may differ\)"):
+        load_head(m.head, {**state, "classifier.weight": torch.zeros(3, 7)}, "w")
+    with pytest.raises(HeadError, match=r"w: head weight and bias of 'classifier' disagree on the label count"):
+        load_head(m.head, {**state, "classifier.weight": torch.zeros(5, 32)}, "w")
+    load_head(m.head, {"classifier.weight": torch.zeros(5, 32), "classifier.bias": torch.zeros(5)}, "w")
+    assert m.head["classifier"].out_features == 5  # another label count: allowed, as before
+    roberta = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=70, num_labels=3, pad_token_id=1))
+    r = ResidualPromptModel(roberta, ResidualPromptConfig(num_tokens=2, bottleneck=4))
+    with pytest.raises(HeadError, match=r"'classifier.dense.weight' has shape \(32, 8\), the backbone's has \(32, 32\)$"):
+        load_head(r.head, {**r.head_state(), "classifier.dense.weight": torch.zeros(32, 8)}, "w")

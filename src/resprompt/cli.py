@@ -189,7 +189,21 @@ def _eval_setup(args):
     backbone, tokenizer, family, task = prepare_backbone(cfg, task)
     model = ResidualPromptModel.from_pretrained(place(backbone, device, dtype), saved.path, tokenizer=tokenizer,
                                                 allow_mismatch=args.allow_backbone_mismatch)
+    _check_head_outputs(model, task, saved.path)
     return cfg, model, tokenizer, family, task
+
+
+def _check_head_outputs(model, task, where) -> None:
+    """A classifier head with another label count than the task's would score (and predict) silently wrong."""
+    from .heads import head_outputs
+    from .tasks.generative import GenerativeTask
+
+    if isinstance(task, GenerativeTask) or model.head_kind != "ForSequenceClassification":
+        return
+    want, got = (2 if task.choice else task.num_labels), head_outputs(model.head)
+    if got is not None and got != want:
+        raise ConfigError(f"{where}: the prompt's head has {got} outputs; task {task.name} needs {want} "
+                          f"({'a yes/no score per choice' if task.choice else 'labels ' + str(list(task.labels))})")
 
 
 def _generation_config(args, task):
@@ -242,6 +256,8 @@ def cmd_predict(args) -> int:
         raise ConfigError(f"--output {out} is a folder, expected a file path")
     if not out.parent.exists():
         raise ConfigError(f"--output {out}: folder {out.parent} does not exist")
+    if out.exists() and Path(args.input).exists() and out.resolve() == Path(args.input).resolve():
+        raise ConfigError(f"--output {out} is the --input file: writing the predictions would replace the records")
     cfg, model, tokenizer, family, task = _eval_setup(args)
     records = data_mod.read_records(args.input)
     if not records:

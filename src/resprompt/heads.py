@@ -71,10 +71,24 @@ def head_tensors(heads: nn.ModuleDict) -> dict[str, torch.Tensor]:
     return out
 
 
+def output_linear(heads: nn.ModuleDict) -> str | None:
+    """The name of the head's last linear layer (``classifier``, ``classifier.out_proj``): its outputs are the
+    labels, the one size a prompt's head may change; None for a head without one."""
+    names = [name for name, m in heads.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else None
+
+
+def head_outputs(heads: nn.ModuleDict) -> int | None:
+    """How many outputs the head has (its last linear layer's), or None."""
+    name = output_linear(heads)
+    return None if name is None else heads.get_submodule(name).out_features
+
+
 def load_head(heads: nn.ModuleDict, state: dict[str, torch.Tensor], where: str) -> None:
     """Replaces the head weights by ``state`` (keys as ``head_tensors``); shapes may differ (label count).
 
-    Raises ``HeadError`` naming ``where`` when a key is missing, unexpected, or of another rank.
+    Raises ``HeadError`` naming ``where`` when a key is missing or unexpected, or a tensor's shape differs
+    from the backbone's anywhere but in the output layer's label count.
     """
     own = head_tensors(heads)
     if not state:
@@ -85,10 +99,16 @@ def load_head(heads: nn.ModuleDict, state: dict[str, torch.Tensor], where: str) 
     if missing or extra:
         raise HeadError(f"{where}: head weights differ from the backbone's head modules "
                         f"(missing {missing}, unexpected {extra})")
+    out = output_linear(heads)
+    labels = {f"{out}.weight", f"{out}.bias"} & set(state) if out else set()  # their first dim: the label count
     for key, value in state.items():
-        if value.dim() != own[key].dim():
-            raise HeadError(f"{where}: head weight {key!r} has shape {tuple(value.shape)}, the backbone's has "
-                            f"{tuple(own[key].shape)}")
+        got, want = tuple(value.shape), tuple(own[key].shape)
+        if len(got) != len(want) or (got[1:] != want[1:] if key in labels else got != want):
+            raise HeadError(f"{where}: head weight {key!r} has shape {got}, the backbone's has {want}"
+                            + (" (only its first dimension, the label count, may differ)" if key in labels else ""))
+    if len({state[k].shape[0] for k in labels}) > 1:
+        raise HeadError(f"{where}: head weight and bias of {out!r} disagree on the label count: "
+                        + ", ".join(f"{k} {tuple(state[k].shape)}" for k in sorted(labels)))
     with torch.no_grad():
         for key, value in state.items():
             module_name, _, attr_path = key.partition(".")

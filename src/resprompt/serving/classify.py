@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
+from .. import heads
 from ..devices import model_device
 from ..tasks.features import Feature, collate, featurize
 from ..tasks.records import DataError
@@ -62,8 +62,7 @@ def servable(task) -> bool:
 
 def head_outputs(model) -> int | None:
     """How many outputs the prompt's head has (its last linear layer's), or None."""
-    linears = [m for m in model.head.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else None
+    return heads.head_outputs(model.head)
 
 
 class ClassificationHandler:
