@@ -366,3 +366,17 @@ def test_predict_refuses_to_write_over_its_input(trained, tiny_model_dirs, data_
     code, _, err = _run(["predict", "--model", tiny_model_dirs["bert"], "--prompt", str(trained), "--task", "CB",
                          "--input", str(records), "--output", str(tmp_path / "." / "in.jsonl")], capsys)
     assert code == 2 and "is the --input file" in err and records.read_text() == before
+
+
+def test_generation_flags_on_a_classification_prompt_are_refused(trained, tiny_model_dirs, data_root, capsys):
+    """Before: they were ignored unchecked (--temperature nan --top-p -3 gave exit 0)."""
+    code, _, err = _run(["eval", "--model", tiny_model_dirs["bert"], "--prompt", str(trained), "--task", "CB",
+                         "--data-dir", str(data_root / "superglue"), "--temperature", "nan", "--top-p", "-3"], capsys)
+    assert code == 2 and "a classification prompt; --temperature, --top-p apply to generative prompts only" in err
+
+
+def test_a_config_file_that_is_not_utf8_is_named(tmp_path, capsys):
+    bad = tmp_path / "bin.yaml"
+    bad.write_bytes(b"lr: 0.3\n\xff\xfe")
+    code, _, err = _run(["train", "--config", str(bad)], capsys)
+    assert code == 2 and f"--config {bad}: not UTF-8 text" in err

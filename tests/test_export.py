@@ -406,3 +406,44 @@ def test_a_saved_family_that_detection_contradicts_needs_family_or_allow_mismatc
             assert loaded.family == "decoder" and torch.equal(loaded(ids, mask).logits, m(ids, mask).logits)
     with pytest.raises(PromptFileError, match=r"family encoder\); pass family='decoder' to run it as saved"):
         ResidualPromptModel.from_pretrained(_decoder_bert(), tmp_path / "p", family="encoder")
+
+
+def _edit(folder, meta=None, tensors=None):
+    """Rewrites a saved prompt's metadata (a function of it) and / or tensors (a function of them)."""
+    from safetensors.torch import load_file, save_file
+
+    if meta is not None:
+        (folder / META_FILE).write_text(json.dumps(meta(json.loads((folder / META_FILE).read_text()))))
+    if tensors is not None:
+        save_file(tensors(load_file(str(folder / PROMPT_FILE))), str(folder / PROMPT_FILE))
+
+
+@pytest.mark.parametrize("meta, tensors, message", [
+    (None, lambda t: {**t, "prompt": torch.tensor(1.0)}, r"prompt\.safetensors: prompt tensor has shape \(\), "),
+    (None, lambda t: {**t, "head.classifier.weight": t["head.classifier.weight"].long()},
+     r"prompt\.safetensors: tensor 'head\.classifier\.weight' has dtype int64, expected float16, "),
+    (None, lambda t: {**t, "prompt": t["prompt"] > 0}, r"tensor 'prompt' has dtype bool"),
+    (lambda m: {**m, "task": {**m["task"], "name": 5}}, None, r"resprompt_config\.json: task\.name=5, expected a str"),
+    (lambda m: {**m, "task": {**m["task"], "labels": 5}}, None, r"task\.labels=5, expected a list of strings"),
+    (lambda m: {**m, "hidden_size": "32"}, None, r"resprompt_config\.json: hidden_size='32', expected an integer"),
+    (lambda m: {**m, "format_version": 99}, None, r"format_version=99; this resprompt reads versions 1 to 1"),
+])
+def test_malformed_prompt_files_get_one_message_naming_the_file(tmp_path, meta, tensors, message):
+    """Before: each of these raised IndexError / AttributeError / TypeError in eval, or loaded truncated
+    weights (int64 head) or a 0/1 prompt (bool) silently, or read a newer format as if it were this one."""
+    m = _trained(tiny_bert())
+    m.task = {"name": "CB", "kind": "classification", "labels": ["a", "b", "c"]}
+    m.save_pretrained(tmp_path / "p")
+    _edit(tmp_path / "p", meta, tensors)
+    with pytest.raises(PromptFileError, match=message):
+        resprompt.read_prompt(tmp_path / "p")
+
+
+def test_null_backbone_fields_read_as_unrecorded_and_deep_json_is_refused(tmp_path):
+    _trained(tiny_bert()).save_pretrained(tmp_path / "p")
+    _edit(tmp_path / "p", lambda m: {**m, "backbone_class": None})
+    assert "backbone_class" not in resprompt.read_prompt(tmp_path / "p").backbone  # kind_of_class(None) raised
+    assert ResidualPromptModel.from_pretrained(tiny_bert(), tmp_path / "p").is_folded
+    (tmp_path / "p" / META_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(PromptFileError, match=r"resprompt_config\.json: not valid JSON \(nested too deeply\)"):
+        resprompt.read_prompt(tmp_path / "p")

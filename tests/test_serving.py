@@ -224,7 +224,7 @@ def test_refused_folders_are_skipped_with_their_reason(prompts, tiny_model_dirs,
     report = registry.scan(folder)
     assert report.served == ["cb"] and registry.names() == ["cb"]
     assert set(report.skipped) == {"gen", "odd", "record", "no-task", "broken", "bad name", "labels"}
-    assert "task metadata labels=2 is not a list of label names" in report.skipped["labels"]
+    assert "resprompt_config.json: task.labels=2, expected a list of strings" in report.skipped["labels"]
     assert "task kind 'ranking' is not served (served kinds: classification, generation)" in report.skipped["odd"]
     assert "a generative prompt needs a decoder or seq2seq backbone" in report.skipped["gen"]
     assert "several rows with a variable number of answers" in report.skipped["record"]

@@ -146,6 +146,11 @@ def cmd_train(args) -> int:
     return 0
 
 
+# eval / predict flags of generative prompts, with their defaults (the parser's)
+GENERATION_FLAGS = {"max_new_tokens": None, "stop": None, "do_sample": False, "temperature": 1.0, "top_p": 1.0,
+                    "seed": 0}
+
+
 def _task_choice(args, saved) -> tuple[str, bool, bool]:
     """(task name for TrainConfig, generative, custom) of ``eval`` / ``predict`` for a saved prompt."""
     meta = saved.task or {}
@@ -160,6 +165,10 @@ def _task_choice(args, saved) -> tuple[str, bool, bool]:
     if not generative and getattr(args, "target_field", None):
         raise ConfigError(f"{saved.path}: a classification prompt (labels {meta.get('labels')}); "
                           "--target-field is for generative prompts")
+    given = [flag for flag, default in GENERATION_FLAGS.items() if getattr(args, flag, default) != default]
+    if not generative and given:  # they would be ignored, unchecked (--temperature nan passed)
+        raise ConfigError(f"{saved.path}: a classification prompt; "
+                          f"{', '.join('--' + f.replace('_', '-') for f in given)} apply to generative prompts only")
     custom = generative or task_name.lower() == "custom" or bool(meta.get("custom") and task_name == meta.get("name"))
     if custom and saved.task is None and not args.text_fields:
         raise ConfigError(f"{saved.path} records no task: pass --text-fields for task 'custom'")

@@ -132,24 +132,71 @@ def _refuse_non_finite(prompt: torch.Tensor, head: dict[str, torch.Tensor], path
         raise ValueError(f"{path}: {bad} holds non-finite values (NaN or inf); nothing written")
 
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# the backbone fields a prompt records, and their JSON types (null: not recorded)
+BACKBONE_FIELDS = {"backbone": str, "backbone_class": str, "model_type": str, "family": str, "hidden_size": int,
+                   "vocab_size": int, "embedding_fingerprint": str}
+
+
+def _check_dtypes(where: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """PromptFileError naming the key of a tensor that is not floating point (ints would truncate weights)."""
+    for key, t in tensors.items():
+        if t.dtype not in FLOAT_DTYPES:
+            raise PromptFileError(f"{where}: tensor {key!r} has dtype {str(t.dtype).removeprefix('torch.')}, "
+                                  "expected float16, bfloat16, float32 or float64")
+
+
+def _check_task(task, where: Path) -> dict | None:
+    """The saved task metadata, its fields of the types eval / predict / serving read; PromptFileError else."""
+    if task is None:
+        return None
+    if not isinstance(task, dict):
+        raise PromptFileError(f"{where}: 'task' is {type(task).__name__}, expected an object")
+    for key, kind in (("name", str), ("kind", str)):
+        if key in task and not isinstance(task[key], kind):
+            raise PromptFileError(f"{where}: task.{key}={task[key]!r}, expected a string")
+    labels = task.get("labels")
+    if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+        raise PromptFileError(f"{where}: task.labels={labels!r}, expected a list of strings")
+    return task
+
+
+def _backbone_fields(meta: dict, where: Path) -> dict:
+    """The recorded backbone fields (null ones left out); PromptFileError on another type."""
+    out = {}
+    for key, kind in BACKBONE_FIELDS.items():
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise PromptFileError(f"{where}: {key}={value!r}, expected {'a string' if kind is str else 'an integer'}")
+        out[key] = value
+    return out
+
+
 def _read_resprompt(path: Path) -> SavedPrompt:
     meta = read_json(path / META_FILE)
     if meta.get("format") != "resprompt-folded":
         raise PromptFileError(f"{path / META_FILE}: format={meta.get('format')!r}, expected 'resprompt-folded'")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise PromptFileError(f"{path / META_FILE}: format_version={version!r}; this resprompt reads versions 1 to "
+                              f"{FORMAT_VERSION} (a newer resprompt wrote it? upgrade)")
     tensors = read_safetensors(path / PROMPT_FILE)
     if "prompt" not in tensors:
         raise PromptFileError(f"{path / PROMPT_FILE}: no 'prompt' tensor")
+    _check_dtypes(path / PROMPT_FILE, tensors)
+    if tensors["prompt"].dim() != 2:
+        raise PromptFileError(f"{path / PROMPT_FILE}: prompt tensor has shape {tuple(tensors['prompt'].shape)}, "
+                              "expected (num_tokens, d)")
     try:
         # prompts saved before the readout option was read with the architecture's own ("native")
         config = ResidualPromptConfig.from_dict({"pooling": "native", **meta["config"], "init": "uniform",
                                                  "init_path": None})
     except (KeyError, TypeError, ValueError) as e:
         raise PromptFileError(f"{path / META_FILE}: bad 'config' ({e})") from None
-    task = meta.get("task")
-    if task is not None and not isinstance(task, dict):
-        raise PromptFileError(f"{path / META_FILE}: 'task' is {type(task).__name__}, expected an object")
-    backbone = {k: meta.get(k) for k in ("backbone", "backbone_class", "model_type", "family", "hidden_size",
-                                         "vocab_size", "embedding_fingerprint") if k in meta}
+    task = _check_task(meta.get("task"), path / META_FILE)
+    backbone = _backbone_fields(meta, path / META_FILE)
     prompt = tensors["prompt"]
     for key, size in (("num_tokens", prompt.shape[0]), ("hidden_size", prompt.shape[-1])):
         if key in meta and meta[key] != size:
@@ -169,6 +216,7 @@ def _read_peft(path: Path) -> SavedPrompt:
             f"{path / PEFT_CONFIG}: peft_type={cfg.get('peft_type')!r}, only PROMPT_TUNING adapters can be loaded"
         )
     tensors = read_safetensors(path / PEFT_WEIGHTS)
+    _check_dtypes(path / PEFT_WEIGHTS, tensors)
     prompt = tensors.get("prompt_embeddings")
     if prompt is None or prompt.dim() != 2:
         raise PromptFileError(f"{path / PEFT_WEIGHTS}: no 2-D 'prompt_embeddings' tensor")
@@ -187,7 +235,7 @@ def _read_peft(path: Path) -> SavedPrompt:
     config = ResidualPromptConfig(num_tokens=n, reparam="none", placement="prefix", pooling="native")  # as PEFT runs it
     backbone = {"backbone": cfg.get("base_model_name_or_path"), "hidden_size": int(prompt.shape[1]),
                 **({"task_type": cfg["task_type"]} if isinstance(cfg.get("task_type"), str) else {})}
-    task = read_json(path / TASK_FILE) if (path / TASK_FILE).is_file() else None  # PEFT records no task
+    task = _check_task(read_json(path / TASK_FILE), path / TASK_FILE) if (path / TASK_FILE).is_file() else None
     return SavedPrompt(path, "peft", prompt[:n].float(), config, head, task, backbone, "prefix")
 
 

@@ -172,6 +172,8 @@ def read_json(path: str | os.PathLike) -> dict:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PromptFileError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise PromptFileError(f"{path}: not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise PromptFileError(f"{path}: expected a JSON object")
     return data

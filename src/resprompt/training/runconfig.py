@@ -182,6 +182,8 @@ def load_yaml(path: str, what: str = "--config") -> dict:
         raise ConfigError(f"{what} {path}: file not found")
     try:
         data = yaml.safe_load(p.read_text()) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path}: not UTF-8 text ({e})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
