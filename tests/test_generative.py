@@ -244,6 +244,9 @@ def test_references_that_normalise_to_nothing_need_a_real_match():
     assert G.exact_match(preds, refs) == 0.25
     assert G.token_f1(preds, refs) == 0.25
     assert G.exact_match(["a", " . "], ["A", "."]) == 1.0
+    # punctuation around an article-only answer: "A." is the option A, as "B." is B (it scored 0 before)
+    assert G.exact_match(["A.", "(A)", "The.", "B."], ["A", "A", "the", "B"]) == 1.0
+    assert G.token_f1(["A.", "an"], ["A", "A"]) == 0.5
 
 
 def test_accuracy_is_reported_for_a_small_target_set():

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from statistics import fmean
 
-from .metrics import normalize_answer
+from .metrics import PUNCTUATION, normalize_answer
 
 METRICS = ("exact_match", "f1", "rouge_l", "accuracy")
 SMALL_SET = 10  # at most this many distinct references, each used at least twice on average
@@ -45,8 +45,10 @@ def _check(predictions: Sequence[str], references: Sequence) -> list[list[str]]:
 
 
 def _normal(text: str) -> str:
-    """SQuAD's normal form, or, where that is empty, the lowercased text with whitespace collapsed."""
-    return normalize_answer(text) or " ".join(text.lower().split())
+    """SQuAD's normal form; where that is empty (an article-only answer, "A."), the same without dropping
+    articles; where that is empty too (".", "?"), the lowercased text with whitespace collapsed."""
+    return (normalize_answer(text) or " ".join("".join(ch for ch in text.lower() if ch not in PUNCTUATION).split())
+            or " ".join(text.lower().split()))
 
 
 def token_f1_one(prediction: str, reference: str) -> float:

@@ -88,14 +88,14 @@ def multirc_scores(
 
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = frozenset(string.punctuation)
+PUNCTUATION = frozenset(string.punctuation)
 
 
 def normalize_answer(s: str) -> str:
     """SQuAD-style normalisation: lowercase, drop punctuation and the articles a/an/the,
     collapse runs of whitespace to single spaces (and trim)."""
     s = s.lower()
-    s = "".join(ch for ch in s if ch not in _PUNCTUATION)
+    s = "".join(ch for ch in s if ch not in PUNCTUATION)
     s = _ARTICLES.sub(" ", s)
     return " ".join(s.split())
 
