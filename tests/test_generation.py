@@ -241,3 +241,25 @@ def test_a_stop_string_that_is_a_special_token_ends_the_row():
     cut = generate_ids(model, ids, mask, prompts=_prompts(1), config=cfg, tokenizer=tok, eos_token_id=-1)
     assert cut[0].tolist() == free[: free.index(eot) + 1]  # stopped at the first end of turn
     assert decode_texts(cut, tok, cfg, eos_token_id=-1)[0] == " ".join(words[t] for t in free[: free.index(eot)])
+
+
+def test_every_end_id_of_the_config_stops_a_row_as_generate_does():
+    """Before: a list of EOS ids in the config was cut to its first (chat models list their end of turn
+    second: Llama 3, Gemma), so rows ran past it to max_new_tokens where backbone.generate stops."""
+    from conftest import tiny_llama
+    from resprompt.generation.decode import end_ids
+
+    bb = tiny_llama()
+    model = ResidualPromptModel(bb, ResidualPromptConfig(num_tokens=4)).eval().fold_()
+    ids = torch.tensor([[1, 5, 6, 7]])
+    free = model.generate(ids, max_new_tokens=8, eos_token_id=-1)[0, 4:].tolist()
+    end = free[2]  # the third new token plays a second end id
+    assert end not in free[:2]
+    bb.config.eos_token_id = bb.generation_config.eos_token_id = [2, end]
+    assert end_ids(model) == [2, end]
+    ours = model.generate(ids, max_new_tokens=8)[0, 4:].tolist()
+    inputs = model.prepare_inputs(ids)
+    inputs.pop("_offsets")
+    theirs = bb.generate(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
+                         max_new_tokens=8, do_sample=False)[0].tolist()
+    assert ours == theirs == free[:3]

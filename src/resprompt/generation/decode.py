@@ -67,12 +67,12 @@ def stop_token_ids(tokenizer, stop: tuple[str, ...]) -> list[int]:
 class _Stopper:
     """Marks rows finished at EOS, at a stop string's special token, or once their text contains a stop string."""
 
-    def __init__(self, batch: int, eos_id: int | None, config: GenerationConfig, tokenizer, device):
+    def __init__(self, batch: int, eos_ids: list[int], config: GenerationConfig, tokenizer, device):
         self.done = torch.zeros(batch, dtype=torch.bool, device=device)
         self.stop, self.tokenizer = config.stop, tokenizer
         if self.stop and tokenizer is None:
             raise ValueError("stop strings need the tokenizer (pass tokenizer=...)")
-        ends = ([eos_id] if eos_id is not None else []) + (stop_token_ids(tokenizer, self.stop) if self.stop else [])
+        ends = list(eos_ids) + (stop_token_ids(tokenizer, self.stop) if self.stop else [])
         self.end_ids = torch.tensor(ends, dtype=torch.long, device=device)
 
     def update(self, tokens: list[torch.Tensor]) -> None:
@@ -160,16 +160,29 @@ def _seq2seq_loop(model: ResidualPromptModel, inputs: dict, config, use_cache, t
     return torch.stack(new, 1)
 
 
-def special_ids(model: ResidualPromptModel, tokenizer=None) -> tuple[int | None, int]:
-    """(EOS id, pad id) from the tokenizer, else the backbone's config (pad falls back to EOS, then 0)."""
-    cfg = model.backbone.config
-    eos = getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None
-    eos = eos if eos is not None else getattr(cfg, "eos_token_id", None)
-    if isinstance(eos, (list, tuple)):
-        eos = eos[0] if eos else None
+def _ids(value) -> list[int]:
+    """An id or a list of ids (as configs give EOS) as a list; None as []."""
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def end_ids(model: ResidualPromptModel, tokenizer=None) -> list[int]:
+    """Every id that ends a row: the tokenizer's EOS, then the config's and the generation config's (chat
+    models list several: Llama 3's <|eot_id|> and <|eom_id|>, Gemma's <end_of_turn>), as ``generate`` stops."""
+    backbone = model.backbone
+    found = _ids(getattr(tokenizer, "eos_token_id", None) if tokenizer is not None else None)
+    found += _ids(getattr(backbone.config, "eos_token_id", None))
+    found += _ids(getattr(getattr(backbone, "generation_config", None), "eos_token_id", None))
+    return list(dict.fromkeys(found))
+
+
+def special_ids(model: ResidualPromptModel, tokenizer=None) -> tuple[list[int], int]:
+    """(end ids, pad id): ``end_ids``; the pad from the tokenizer, else the config, else the first end id, else 0."""
+    ends = end_ids(model, tokenizer)
     pad = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
-    pad = pad if pad is not None else getattr(cfg, "pad_token_id", None)
-    return eos, pad if pad is not None else (eos if eos is not None else 0)
+    pad = pad if pad is not None else getattr(model.backbone.config, "pad_token_id", None)
+    return ends, pad if pad is not None else (ends[0] if ends else 0)
 
 
 def _check_decoder_rows(model, attention_mask: torch.Tensor, config: GenerationConfig, prefix) -> None:
@@ -195,7 +208,7 @@ def _check_decoder_rows(model, attention_mask: torch.Tensor, config: GenerationC
 def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  *, prompts: torch.Tensor | None = None, config: GenerationConfig | None = None,
                  use_cache: bool = True, prefix: BatchPrefix | None = None, tokenizer=None,
-                 eos_token_id: int | None = None, pad_token_id: int | None = None) -> torch.Tensor:
+                 eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None) -> torch.Tensor:
     """New tokens for each row, the prompt in place.
 
     Args:
@@ -203,7 +216,8 @@ def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_
         attention_mask: [B, T] (default all ones).
         prompts: [n, d] or [B, n, d] (one per row); default the model's own. Not with ``prefix``.
         prefix: each row's precomputed [BOS +] prompt keys/values (decoders; see ``prefix``).
-        tokenizer: needed for stop strings; gives EOS and pad ids.
+        tokenizer: needed for stop strings; gives EOS and pad ids. A row ends at any of ``end_ids``
+            (or of ``eos_token_id``, an id or a list, when given).
     Returns:
         [B, new] new token ids (new <= config.max_new_tokens); after a row's EOS or stop, pad ids.
     """
@@ -216,7 +230,7 @@ def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_
     if prompts is not None:
         prompts = prompts.to(device)
     eos, pad = special_ids(model, tokenizer)
-    eos = eos_token_id if eos_token_id is not None else eos
+    eos = _ids(eos_token_id) if eos_token_id is not None else eos
     pad = pad_token_id if pad_token_id is not None else pad
     if model.family == "decoder":
         _check_decoder_rows(model, attention_mask, config, prefix)
@@ -234,12 +248,13 @@ def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_
 
 
 def decode_texts(tokens: torch.Tensor, tokenizer, config: GenerationConfig | None = None,
-                 eos_token_id: int | None = None) -> list[str]:
-    """Texts of ``generate_ids`` rows: cut at the first EOS or stop token, special tokens dropped, cut before
+                 eos_token_id: int | list[int] | None = None) -> list[str]:
+    """Texts of ``generate_ids`` rows: cut at the first end id (``eos_token_id``: an id or a list, as
+    ``end_ids`` gives them; default the tokenizer's EOS) or stop token, special tokens dropped, cut before
     a stop string."""
     config = config or GenerationConfig()
-    eos = eos_token_id if eos_token_id is not None else tokenizer.eos_token_id
-    ends = set(stop_token_ids(tokenizer, config.stop)) | ({eos} if eos is not None else set())
+    eos = _ids(eos_token_id if eos_token_id is not None else tokenizer.eos_token_id)
+    ends = set(stop_token_ids(tokenizer, config.stop)) | set(eos)
     texts = []
     for row in tokens.tolist():
         row = row[: next((k for k, t in enumerate(row) if t in ends), len(row))]

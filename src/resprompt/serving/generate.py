@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..generation.decode import decode_texts, generate_ids
+from ..generation.decode import decode_texts, end_ids, generate_ids
 from ..generation.prefix import BatchPrefix
 from ..tasks.generative import generative_task_from_metadata
 from ..tasks.genfeatures import GenFeature, collate_generative, generation_features
@@ -130,7 +130,7 @@ class GenerationHandler:
             prompts = torch.stack([r.prompt.model.prompt() for r in rows])  # [B, n, d]
             new = generate_ids(model, batch["input_ids"], batch["attention_mask"], prompts=prompts, config=config,
                                tokenizer=tok)
-        return [t.strip() for t in decode_texts(new, tok, config)]
+        return [t.strip() for t in decode_texts(new, tok, config, end_ids(model, tok))]
 
 
 def _bos(prompt: LoadedPrompt) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..generation.config import GenerationConfig
-from ..generation.decode import decode_texts, generate_ids
+from ..generation.decode import decode_texts, end_ids, generate_ids
 from .features import sorted_batches
 from .generative import GenerativeTask, GenInstance
 from .genfeatures import GenFeature, collate_generative, generation_features, train_features
@@ -40,7 +40,7 @@ def generate_texts(model, tokenizer, feats: Sequence[GenFeature], family: str, b
         batch = collate_generative([feats[i] for i in idx], pad_id_of(tokenizer), family)
         new = generate_ids(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), config=config,
                            tokenizer=tokenizer)
-        for i, text in zip(idx, decode_texts(new, tokenizer, config)):
+        for i, text in zip(idx, decode_texts(new, tokenizer, config, end_ids(model, tokenizer))):
             texts[i] = text.strip()
     model.train(was)
     return texts
