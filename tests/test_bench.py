@@ -156,9 +156,12 @@ def test_baseline_parameter_groups(tiny_model_dirs):
     assert groups["network"] == (32 * 16 + 16) + (16 * 16 + 16) + (16 * 32 + 32)  # PEFT's MLP, hidden 16
 
 
-def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("method", ["residual", "head_only"])
+def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root, tmp_path, monkeypatch, capsys,
+                                                      method):
+    """head_only (a baseline): before, every resume raised TypeError (load_trainable took no allow_mismatch)."""
     data = {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
-    grid = _grid(tmp_path, tiny_model_dirs["bert"], data, [{"name": "main", "axes": {"method": ["residual"]}}],
+    grid = _grid(tmp_path, tiny_model_dirs["bert"], data, [{"name": "main", "axes": {"method": [method]}}],
                  max_steps=4, eval_every=2)
 
     def kill(step):
@@ -168,14 +171,14 @@ def test_interrupted_cell_resumes_from_its_checkpoint(tiny_model_dirs, data_root
     monkeypatch.setattr(trainer_mod, "_after_step", kill)
     with pytest.raises(KeyboardInterrupt):
         bench.run_grid(grid)
-    assert (tmp_path / "res" / "runs" / "main__method=residual__seed=1" / "checkpoint").is_dir()
+    assert (tmp_path / "res" / "runs" / f"main__method={method}__seed=1" / "checkpoint").is_dir()
     assert bench.run_grid(grid, dry_run=True) == 0
-    assert "resume  main__method=residual__seed=1" in capsys.readouterr().out
+    assert f"resume  main__method={method}__seed=1" in capsys.readouterr().out
     monkeypatch.setattr(trainer_mod, "_after_step", lambda step: None)
     seen, real = [], trainer_mod.train
     monkeypatch.setattr(trainer_mod, "train", lambda cfg, p, **kw: seen.append(cfg.resume) or real(cfg, p, **kw))
     assert bench.run_grid(grid) == 0 and seen == [True]
-    rec = json.loads((tmp_path / "res" / "cells" / "main__method=residual__seed=1.json").read_text())
+    rec = json.loads((tmp_path / "res" / "cells" / f"main__method={method}__seed=1.json").read_text())
     assert rec["resumed"] is True and rec["results"]["steps"] == 4
     assert [s for s, _ in rec["eval_curve"]] == [2, 4]
 

@@ -235,3 +235,57 @@ def test_report_to_is_validated():
         TrainConfig(report_to="tensorbored")
     assert TrainConfig(report_to="none").trackers() == []
     assert TrainConfig(report_to="tensorboard, mlflow").trackers() == ["tensorboard", "mlflow"]
+
+
+
+def test_the_logged_lr_is_the_one_the_step_used(tiny_model_dirs, data_root, tmp_path):
+    """Before: the lr was read after scheduler.step(): each step logged the next one's (warmup looked skipped)."""
+    cfg = _cfg(tiny_model_dirs["bert"], tmp_path / "run", data_root, max_steps=5, warmup_steps=2, lr=1.0,
+               eval_every=5)
+    trainer_mod.train(cfg, PROMPT)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [round(x["lr"], 4) for x in lines if x.get("type") == "train"]
+    assert lrs == [0.5, 1.0, 1.0, 0.6667, 0.3333]  # linear warmup over 2 steps, then linear decay to 0
+
+
+def test_overwrite_refuses_the_current_folder_and_resume_a_foreign_one(tiny_model_dirs, data_root, tmp_path,
+                                                                      monkeypatch):
+    """Before: --output-dir . --overwrite from inside a run emptied it, then failed; --resume on a folder that
+    is no run renamed and deleted its hidden files before refusing."""
+    trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "run", data_root, max_steps=2), PROMPT)
+    before = sorted(p.name for p in (tmp_path / "run").iterdir())
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"--overwrite: output-dir \. is the current folder or holds it"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], ".", data_root, max_steps=2, overwrite=True), PROMPT)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    (mine / ".notes.txt.tmp-backup").write_text("y")
+    (mine / ".checkpoint.old-1").mkdir()
+    with pytest.raises(ConfigError, match=r"--resume: .*mine is not a resprompt run folder"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], mine, data_root, resume=True), PROMPT)
+    assert sorted(p.name for p in mine.iterdir()) == [".checkpoint.old-1", ".notes.txt.tmp-backup", "notes.txt"]
+
+
+def test_settings_that_would_be_ignored_or_are_spelled_as_flags(tmp_path):
+    from resprompt.training.runconfig import split_settings
+
+    with pytest.raises(ConfigError, match="--resume continues the run in output-dir and --overwrite replaces it"):
+        TrainConfig(resume=True, overwrite=True)
+    with pytest.raises(ConfigError, match=r"lr-network=0\.001 is invalid: method 'none' has no network"):
+        split_settings({"method": "none", "lr_network": 0.001})
+    # YAML 'none' for an optional number reads as the flags read it (it was refused as text)
+    train, _ = split_settings({"max_grad_norm": "none", "patience": "None", "lr_network": "none"})
+    assert train.max_grad_norm is None and train.patience is None and train.lr_network is None
+
+
+
+def test_an_unlabelled_evaluation_split_is_refused_before_the_run_folder(tiny_model_dirs, data_root, tmp_path):
+    """Before: it trained a whole epoch (after --overwrite had deleted the old run), then failed at the first
+    evaluation, leaving a run folder without checkpoint or best/."""
+    from resprompt.tasks.records import DataError
+
+    with pytest.raises(DataError, match=r"test.jsonl: no gold labels \(a test split\?\)"):
+        trainer_mod.train(_cfg(tiny_model_dirs["bert"], tmp_path / "run", data_root, eval_split="test"), PROMPT)
+    assert not (tmp_path / "run").exists()

@@ -88,6 +88,8 @@ class TrainConfig:
         for f in dataclasses.fields(self):  # a YAML "no" in quotes or a typo would otherwise read as True
             if f.type in ("bool", bool) and not isinstance(getattr(self, f.name), bool):
                 raise bad(f.name, "true or false")
+        if self.resume and self.overwrite:  # overwrite was ignored: a resume never replaces the folder
+            raise ConfigError("--resume continues the run in output-dir and --overwrite replaces it: pass one")
         for name in ("epochs", "batch_size", "eval_batch_size", "grad_accum", "max_length", "max_target_length",
                      "max_new_tokens"):
             v = getattr(self, name)
@@ -211,6 +213,9 @@ def _coerce(fields, settings: dict[str, Any]) -> dict[str, Any]:
         if f.name not in out:
             continue
         v, kind = out[f.name], str(f.type)
+        if "None" in kind and isinstance(v, str) and v.strip().lower() == "none":  # as the flags read it
+            out[f.name] = None
+            continue
         if "float" in kind and isinstance(v, str):
             try:
                 out[f.name] = float(v)
@@ -239,4 +244,6 @@ def split_settings(settings: dict[str, Any]) -> tuple[TrainConfig, ResidualPromp
         prompt = ResidualPromptConfig(**{k: v for k, v in settings.items() if k in prompt_keys})
     except TypeError as e:
         raise ConfigError(str(e)) from None
+    if train.lr_network is not None and prompt.reparam == "none":  # it would be dropped: no network to train
+        raise ConfigError(f"lr-network={train.lr_network!r} is invalid: method 'none' has no network; leave it unset")
     return train, prompt

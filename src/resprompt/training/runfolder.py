@@ -44,6 +44,12 @@ def check_output(cfg: TrainConfig) -> Path:
     if not cfg.output_dir:
         raise ConfigError("output-dir is required")
     out = Path(cfg.output_dir)
+    if out.name in ("", ".", ".."):  # "." / "..": name the folder itself (its lock sits beside it)
+        out = out.resolve()
+    if cfg.overwrite and not cfg.resume and out.exists() and (
+            out.resolve() == Path.cwd().resolve() or out.resolve() in Path.cwd().resolve().parents):
+        raise ConfigError(f"--overwrite: output-dir {cfg.output_dir} is the current folder or holds it; refusing "
+                          "to delete it: run from elsewhere or pick another --output-dir")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output-dir {out} exists and is not a folder")
     non_empty = out.is_dir() and any(out.iterdir())
@@ -65,7 +71,10 @@ def check_output(cfg: TrainConfig) -> Path:
 
 
 def check_resume(out: Path) -> None:
-    """``--resume``: repairs what a kill during a write left (``recover``), then needs a checkpoint."""
+    """``--resume``: repairs what a kill during a write left (``recover``), then needs a checkpoint; a folder
+    that is not a run folder is refused first, untouched."""
+    if out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
+        raise ConfigError(f"--resume: {out} is not a resprompt run folder (no {RUN_MARKER}); nothing to resume")
     for line in recover(out):
         log.warning("--resume: %s", line)
     if not (out / "checkpoint").is_dir():

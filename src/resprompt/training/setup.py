@@ -178,4 +178,7 @@ def prepare_task(cfg: TrainConfig, task, family: str, tokenizer, max_len: int):
             raise DataError(f"{eval_desc}: the evaluation file needs targets to score a generative task")
         return GenerativePreparedTask(task, family, tokenizer, train_inst, eval_inst, max_len, cfg.max_target_length,
                                       cfg.eval_proxy, train_desc, eval_desc)
+    if not any(i.label is not None or i.meta.get("answers") for i in eval_inst):  # else refused at the first eval
+        raise DataError(f"{eval_desc}: no gold labels (a test split?): the evaluation split chooses the best prompt; "
+                        "pass a labelled --eval-split or --eval-file")
     return PreparedTask(task, family, tokenizer, train_inst, eval_inst, max_len, train_desc, eval_desc)

@@ -82,6 +82,7 @@ class Run:
     train_time: float = 0.0
     train_tokens: int = 0
     lock: runfolder.RunLock | None = None
+    step_lr: float = 0.0  # the prompt group's learning rate the last step used (logged with it)
 
     @property
     def main(self) -> bool:
@@ -277,6 +278,7 @@ def optimizer_step(run: Run, micro_batches: list[dict]) -> float:
     check_finite(run, acc.gather(torch.stack(losses)), gradients=acc.scaler is None)
     if cfg.max_grad_norm:
         acc.clip_grad_norm_(list(run.core.trainable_parameters().values()), cfg.max_grad_norm)
+    run.step_lr = run.optimizer.param_groups[0]["lr"]  # before the scheduler moves it on to the next step's
     run.optimizer.step()
     run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
@@ -381,7 +383,7 @@ def _after_optimizer_step(run: Run, loss: float, bar) -> bool:
     _after_step(prog.step)
     faults.point("step")
     run.log({"type": "train", "step": prog.step, "epoch": prog.epoch, "loss": loss,
-             "lr": run.scheduler.get_last_lr()[0]})
+             "lr": run.step_lr})
     if bar is not None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", best=f"{prog.best_score:.4f}")
