@@ -194,9 +194,15 @@ def test_decoder_rows_must_be_left_padded_and_fit_the_positions():
     with pytest.raises(ValueError, match="decoder rows must be left padded"):
         generate_ids(model, ids, mask, config=GREEDY)
     ids, mask = batch(ROWS, pad_left=True)
-    with pytest.raises(ValueError, match=r"the prompt \(4 slots\), 6 input tokens and max-new-tokens=60 need 70 "
+    with pytest.raises(ValueError, match=r"the prompt \(4 slots\), 6 input tokens and max-new-tokens=60 need 69 "
                                          "positions; the backbone has 64"):
         generate_ids(model, ids, mask, config=GenerationConfig(max_new_tokens=60))
+    # an exact fit generates, as backbone.generate does (it was refused by one): the last token is never fed back
+    one = torch.tensor([[1, 5, 6, 7, 8, 9]])  # 4 slots + 6 tokens: 10 positions; 55 new use positions up to 63
+    cfg = GenerationConfig(max_new_tokens=55)
+    assert generate_ids(model, one, config=cfg, eos_token_id=-1).shape == (1, 55)
+    with pytest.raises(ValueError, match="need 65 positions"):
+        generate_ids(model, one, config=GenerationConfig(max_new_tokens=56), eos_token_id=-1)
 
 
 def test_no_kv_prefix_under_a_sliding_window():

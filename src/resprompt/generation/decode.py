@@ -196,7 +196,7 @@ def _check_decoder_rows(model, attention_mask: torch.Tensor, config: GenerationC
     # long prompt in the batch does not refuse a short prompt's long input
     real = attention_mask.long().sum(-1).tolist()
     slots = [p.length for p in prefix.rows] if prefix is not None else [model.num_tokens] * len(real)
-    need = [s + t + config.max_new_tokens for s, t in zip(slots, real)]
+    need = [s + t + config.max_new_tokens - 1 for s, t in zip(slots, real)]  # the last new token is never fed
     limit = model_max_length(model.backbone, model.tokenizer)
     worst = max(range(len(need)), key=need.__getitem__, default=None)
     if worst is not None and need[worst] > limit:
