@@ -99,7 +99,8 @@ def test_kv_prefixes_of_different_lengths_in_one_batch():
 
 
 def test_a_long_prefix_in_the_batch_does_not_refuse_a_short_prefix_row_that_fits():
-    """Row 0: BOS + 2 slots, 53 text tokens, 8 new = 64 positions, the limit; row 1: BOS + 6 slots, 2 tokens.
+    """Row 0: BOS + 2 slots, 53 text tokens, 8 new need 63 of the 64 positions (the last new token is never
+    fed); row 1: BOS + 6 slots, 2 tokens.
     Each row's positions continue after its own prefix, so the batch fits (the old check added the longest
     prefix to the longest row: 7 + 53 + 8 = 68 > 64, and refused both)."""
     short, long = _model("llama", n=2), _model("llama", n=6)
@@ -112,8 +113,8 @@ def test_a_long_prefix_in_the_batch_does_not_refuse_a_short_prefix_row_that_fits
     alone = generate_ids(short, torch.tensor([[1] + rows[0]]), prompts=p_short, config=GREEDY, use_cache=False,
                          eos_token_id=-1)
     assert mixed[0].tolist() == alone[0].tolist()
-    with pytest.raises(ValueError, match=r"the prompt \(3 slots\), 54 input tokens and max-new-tokens=8 need 65"):
-        generate_ids(short, *batch([rows[0] + [9], rows[1]], pad_left=True), prefix=prefix, config=GREEDY)
+    with pytest.raises(ValueError, match=r"the prompt \(3 slots\), 55 input tokens and max-new-tokens=8 need 65"):
+        generate_ids(short, *batch([rows[0] + [9, 9], rows[1]], pad_left=True), prefix=prefix, config=GREEDY)
 
 
 def test_prefix_refuses_a_row_without_text():
@@ -269,3 +270,21 @@ def test_every_end_id_of_the_config_stops_a_row_as_generate_does():
     theirs = bb.generate(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
                          max_new_tokens=8, do_sample=False)[0].tolist()
     assert ours == theirs == free[:3]
+
+
+
+def test_a_sampled_row_depends_on_its_input_and_the_seed_only():
+    """Before: one generator for the batch: a row's draws depended on the rows before it (so --batch-size,
+    the file's order or one more record changed every other row's sampled text)."""
+    model = _model("llama")
+    rows = [[1, 5, 6, 7], [1, 8, 9], [1, 10, 11, 12, 13], [1, 14]]
+    sample = GenerationConfig(max_new_tokens=6, do_sample=True, temperature=2.0, seed=3)
+    prompt = _prompts(1)[0]
+    together = generate_ids(model, *batch(rows, pad_left=True), prompts=prompt, config=sample, eos_token_id=-1)
+    reverse = generate_ids(model, *batch(rows[::-1], pad_left=True), prompts=prompt, config=sample, eos_token_id=-1)
+    for i, row in enumerate(rows):
+        alone = generate_ids(model, torch.tensor([row]), prompts=prompt, config=sample, eos_token_id=-1)
+        assert together[i].tolist() == alone[0].tolist() == reverse[len(rows) - 1 - i].tolist()
+    other = generate_ids(model, torch.tensor([rows[0]]), prompts=prompt, eos_token_id=-1,
+                         config=GenerationConfig(max_new_tokens=6, do_sample=True, temperature=2.0, seed=4))
+    assert other[0].tolist() != together[0].tolist()  # the seed still matters

@@ -13,7 +13,9 @@ computed once when the prompt is loaded; the rows then hold only the text after 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 from typing import TYPE_CHECKING
 
 import torch
@@ -36,8 +38,21 @@ def output_cache(out):
     return getattr(out, "cache", None) if getattr(out, "cache", None) is not None else out.past_key_values
 
 
-def pick_next(logits: torch.Tensor, config: GenerationConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """The next token of each row: argmax, or a draw from the tempered, nucleus-filtered distribution.
+def row_generators(input_ids: torch.Tensor, attention_mask: torch.Tensor, seed: int) -> list[torch.Generator]:
+    """One sampler per row, seeded from ``seed`` and the row's own tokens: a row's draws depend on its input
+    and the seed only, not on the other rows of its batch nor on its place there."""
+    gens = []
+    for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
+        real = [t for t, m in zip(ids, mask) if m]
+        digest = hashlib.sha256(json.dumps([seed, real]).encode()).digest()
+        gens.append(torch.Generator(device=input_ids.device).manual_seed(int.from_bytes(digest[:8], "little")))
+    return gens
+
+
+def pick_next(logits: torch.Tensor, config: GenerationConfig,
+              generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+    """The next token of each row: argmax, or a draw from the tempered, nucleus-filtered distribution
+    (with a list of generators, row r draws from the r-th).
 
     Args:
         logits: [B, V]. Returns: [B] long.
@@ -49,6 +64,8 @@ def pick_next(logits: torch.Tensor, config: GenerationConfig, generator: torch.G
         sorted_p, order = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < config.top_p  # the top token always stays
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+    if isinstance(generator, list):
+        return torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generator)])
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
@@ -90,7 +107,7 @@ def _keep_last_kw(backbone) -> dict:
 
 
 def _decoder_loop(model: ResidualPromptModel, embeds, mask, positions, config, use_cache, cache, tokenizer,
-                  eos_id, pad_id) -> torch.Tensor:
+                  eos_id, pad_id, generator=None) -> torch.Tensor:
     """Greedy / sampled decoding of a decoder from prompted inputs.
 
     Args:
@@ -101,7 +118,8 @@ def _decoder_loop(model: ResidualPromptModel, embeds, mask, positions, config, u
     """
     run, embed = model.run_backbone, model.backbone.get_input_embeddings()
     key, keep = cache_kwarg(model.backbone), _keep_last_kw(model.backbone)
-    generator = torch.Generator(device=embeds.device).manual_seed(config.seed) if config.do_sample else None
+    if generator is None and config.do_sample:
+        generator = torch.Generator(device=embeds.device).manual_seed(config.seed)
     stopper = _Stopper(embeds.shape[0], eos_id, config, tokenizer, embeds.device)
     step_embeds, step_pos = embeds, positions
     new: list[torch.Tensor] = []
@@ -128,7 +146,7 @@ def _decoder_loop(model: ResidualPromptModel, embeds, mask, positions, config, u
 
 
 def _seq2seq_loop(model: ResidualPromptModel, inputs: dict, config, use_cache, tokenizer, eos_id,
-                  pad_id) -> torch.Tensor:
+                  pad_id, generator=None) -> torch.Tensor:
     """Decoding of an encoder-decoder: the prompted encoder runs once. Returns [B, new]."""
     backbone = model.backbone
     encoder_outputs = backbone.get_encoder()(inputs_embeds=inputs["inputs_embeds"],
@@ -139,7 +157,8 @@ def _seq2seq_loop(model: ResidualPromptModel, inputs: dict, config, use_cache, t
     b, device = inputs["inputs_embeds"].shape[0], inputs["inputs_embeds"].device
     decoder_ids = torch.full((b, 1), start, dtype=torch.long, device=device)
     key = cache_kwarg(backbone)
-    generator = torch.Generator(device=device).manual_seed(config.seed) if config.do_sample else None
+    if generator is None and config.do_sample:
+        generator = torch.Generator(device=device).manual_seed(config.seed)
     stopper = _Stopper(b, eos_id, config, tokenizer, device)
     cache, new = None, []
     for _ in range(config.max_new_tokens):
@@ -234,17 +253,18 @@ def generate_ids(model: ResidualPromptModel, input_ids: torch.Tensor, attention_
     pad = pad_token_id if pad_token_id is not None else pad
     if model.family == "decoder":
         _check_decoder_rows(model, attention_mask, config, prefix)
+    gens = row_generators(input_ids, attention_mask, config.seed) if config.do_sample else None
     if prefix is not None:
         if model.family != "decoder" or prompts is not None:
             raise ValueError("prefix= is for decoder backbones, and replaces prompts=")
         embeds, mask, positions, cache = prefix.inputs(model, input_ids, attention_mask)
-        return _decoder_loop(model, embeds, mask, positions, config, True, cache, tokenizer, eos, pad)
+        return _decoder_loop(model, embeds, mask, positions, config, True, cache, tokenizer, eos, pad, gens)
     inputs = model.prepare_inputs(input_ids, attention_mask, prompts)
     inputs.pop("_offsets")
     if model.family == "seq2seq":
-        return _seq2seq_loop(model, inputs, config, use_cache, tokenizer, eos, pad)
+        return _seq2seq_loop(model, inputs, config, use_cache, tokenizer, eos, pad, gens)
     return _decoder_loop(model, inputs["inputs_embeds"], inputs["attention_mask"], inputs["position_ids"], config,
-                         use_cache, None, tokenizer, eos, pad)
+                         use_cache, None, tokenizer, eos, pad, gens)
 
 
 def decode_texts(tokens: torch.Tensor, tokenizer, config: GenerationConfig | None = None,
