@@ -15,7 +15,8 @@ class GenerationConfig:
         do_sample: sample from the (temperature, top-p) distribution; greedy otherwise.
         temperature: divides the logits before sampling (> 0).
         top_p: nucleus sampling: keep the smallest set of tokens whose probability reaches top_p.
-        seed: seeds the sampler (a generator of its own; torch's global RNG is not used).
+        seed: seeds the sampler (one generator per row, seeded by this and the row's tokens;
+            torch's global RNG is not used).
         stop: strings that end a row; the returned text stops before the first one.
     """
 
