@@ -413,6 +413,79 @@ def test_batcher_survives_a_failing_batch_function():
     assert isinstance(first[0], RuntimeError) and second == [2]
 
 
+def test_stopping_answers_every_waiting_and_running_row_at_once_with_503():
+    """Before: stop() cancelled the batch being run, so its request waited its whole timeout (then 504), and
+    the queued rows' Busy was answered as a 500 (internal error)."""
+    from fastapi import HTTPException
+
+    from resprompt.serving.server import _predictions
+
+    def fn(rows):
+        time.sleep(0.5)
+        return rows
+
+    async def run():
+        b = Batcher(fn, BatchPolicy(max_batch_size=1, max_wait_ms=0))
+        b.start()
+        requests = [asyncio.ensure_future(b.submit([x], timeout=30)) for x in "abc"]
+        await asyncio.sleep(0.1)  # "a" runs, "b" and "c" wait
+        start = time.perf_counter()
+        await b.stop()
+        results = await asyncio.gather(*requests)
+        return results, time.perf_counter() - start
+
+    results, took = asyncio.run(run())
+    assert all(isinstance(r[0], Busy) and "shutting down" in str(r[0]) for r in results) and took < 5
+    with pytest.raises(HTTPException) as e:
+        _predictions(results[0])
+    assert e.value.status_code == 503
+
+
+def test_a_client_that_leaves_before_any_response_is_no_server_error():
+    """Before: an aborted upload (no response started) was counted as status 500."""
+    from resprompt.serving.middleware import DISCONNECTED, RequestMetrics
+
+    seen = []
+
+    async def silent(scope, receive, send):  # as BodyLimit does when the client disconnects mid-body
+        return None
+
+    async def crash(scope, receive, send):
+        raise RuntimeError("boom")
+
+    async def run(app):
+        m = RequestMetrics(app, lambda route, status, s: seen.append((route, status)), {"/v1/predict"})
+        try:
+            await m({"type": "http", "path": "/v1/predict"}, None, None)
+        except RuntimeError:
+            pass
+
+    asyncio.run(run(silent))
+    asyncio.run(run(crash))
+    assert seen == [("/v1/predict", DISCONNECTED), ("/v1/predict", 500)] and DISCONNECTED == 499
+
+
+def test_serve_lets_requests_in_flight_finish_when_stopped(tiny_model_dirs, tmp_path, monkeypatch):
+    """Before: uvicorn cancelled them 5 s into a stop (a plain-text 500), though a request may wait
+    --timeout-s (30 s by default) for its prediction."""
+    import resprompt.serving.server as server_mod
+
+    seen = {}
+
+    class Capture:
+        def __init__(self, config):
+            seen["grace"] = config.timeout_graceful_shutdown
+
+        def run(self, sockets):
+            for sock in sockets:
+                sock.close()
+
+    monkeypatch.setattr(uvicorn, "Server", Capture)
+    (tmp_path / "prompts").mkdir()
+    cfg = ServeConfig(model=tiny_model_dirs["bert"], prompts=str(tmp_path / "prompts"), port=0, timeout_s=30)
+    assert server_mod.serve(cfg) == 0 and seen["grace"] >= 30
+
+
 # ---------------------------------------------------------------------------- `resprompt serve` startup
 def _busy_port():
     s = socket.socket()

@@ -44,6 +44,7 @@ class Batcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._task: asyncio.Task | None = None
         self._pool: ThreadPoolExecutor | None = None
+        self._taken: list[_Item] = []  # rows off the queue whose results are not delivered yet
 
     def start(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.policy.max_queue)
@@ -51,14 +52,18 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._collect())
 
     async def stop(self) -> None:
+        """Stops the collector; every row not answered yet, waiting or in the batch being run, gets ``Busy``
+        at once (its request a 503) rather than waiting for its timeout."""
         if self._task is not None:
             self._task.cancel()
             try:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        pending = list(self._taken)
         while self._queue is not None and not self._queue.empty():
-            item = self._queue.get_nowait()
+            pending.append(self._queue.get_nowait())
+        for item in pending:
             if not item.future.done():
                 item.future.set_exception(Busy("the server is shutting down"))
         if self._pool is not None:
@@ -97,6 +102,7 @@ class Batcher:
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            self._taken = []
             batch = await self._gather(loop)
             live = [item for item in batch if not item.future.done()]
             if not live:
@@ -118,7 +124,8 @@ class Batcher:
 
     async def _gather(self, loop) -> list[_Item]:
         """The first waiting row and whatever else arrives within ``max_wait_ms``, up to the batch size."""
-        batch = [await self._queue.get()]
+        batch = self._taken  # the same list: stop() answers what was taken if it cancels us mid-batch
+        batch.append(await self._queue.get())
         deadline = loop.time() + self.policy.max_wait_ms / 1000
         while len(batch) < self.policy.max_batch_size:
             if not self._queue.empty():

@@ -28,6 +28,9 @@ def _header(scope, name: bytes) -> bytes | None:
     return next((v for k, v in scope.get("headers", ()) if k.lower() == name), None)
 
 
+DISCONNECTED = 499  # the status label of a request whose client left before any response (nginx's code)
+
+
 class RequestMetrics:
     """Counts every HTTP request by route and status and times it (``ServeMetrics.observe_request``).
 
@@ -40,7 +43,7 @@ class RequestMetrics:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        status, start = 500, time.perf_counter()
+        status, start = None, time.perf_counter()
 
         async def send_status(message) -> None:
             nonlocal status
@@ -48,11 +51,15 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
+        failed = True
         try:
             await self.app(scope, receive, send_status)
+            failed = False
         finally:
             path = scope.get("path", "")
-            self.observe(path if path in self.routes else "other", status, time.perf_counter() - start)
+            # no response and no error: the client left before one started (an aborted upload), not a 5xx
+            code = status if status is not None else (500 if failed else DISCONNECTED)
+            self.observe(path if path in self.routes else "other", code, time.perf_counter() - start)
 
 
 class ApiKeyAuth:

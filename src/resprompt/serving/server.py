@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import socket
 from contextlib import asynccontextmanager
@@ -84,6 +85,8 @@ def _predictions(results: list) -> list[Prediction]:
     for r in results:
         if isinstance(r, DataError):
             raise HTTPException(422, str(r))
+        if isinstance(r, Busy):  # the server stopped before this row ran
+            raise HTTPException(503, str(r))
         if isinstance(r, BaseException):
             log.error("prediction failed", exc_info=r)
             raise HTTPException(500, "internal error while predicting (logged on the server)")
@@ -213,7 +216,9 @@ def serve(cfg: ServeConfig) -> int:
     if not registry.names():
         log.warning("no prompt in %s can be served yet; add folders and POST /v1/reload", folder)
     app = create_app(registry, cfg, api_key)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False, timeout_graceful_shutdown=5))
+    # a stop lets requests in flight finish (each waits --timeout-s at most) before uvicorn cancels them
+    server = uvicorn.Server(uvicorn.Config(app, log_level="info", access_log=False,
+                                           timeout_graceful_shutdown=math.ceil(cfg.timeout_s) + 5))
     log.info("serving %d prompt(s) on http://%s:%d", len(registry.names()), cfg.host, sock.getsockname()[1])
     server.run(sockets=[sock])
     return 0
