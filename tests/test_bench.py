@@ -780,3 +780,77 @@ def test_readout_panel_whose_probe_is_at_the_constant_is_left_out_of_the_count()
     assert verdict.endswith("Left out of the count: RTE auto, where the probe is at or below the best constant (the "
                             "frozen features give a linear head nothing there, so the panel cannot show what the "
                             "readout is worth).")
+
+
+def test_a_cell_whose_settings_changed_runs_again(tiny_model_dirs, data_root, tmp_path, capsys):
+    """Before: a cell counted as finished if its file existed: after an edited default the old result stayed,
+    and --dry-run said done."""
+    data = {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
+    exp = [{"name": "main", "axes": {"method": ["none"]}}]
+    assert bench.run_grid(_grid(tmp_path, tiny_model_dirs["bert"], data, exp, max_steps=2)) == 0
+    changed = _grid(tmp_path, tiny_model_dirs["bert"], data, exp, max_steps=3)
+    capsys.readouterr()
+    assert bench.run_grid(changed, dry_run=True) == 0 and "stale   main__method=none__seed=1" in capsys.readouterr().out
+    assert bench.run_grid(changed) == 0
+    rec = json.loads((tmp_path / "res" / "cells" / "main__method=none__seed=1.json").read_text())
+    assert rec["results"]["steps"] == 3
+
+
+def test_an_interrupted_cell_whose_settings_changed_starts_afresh(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    """Before: it resumed the old checkpoint, which the trainer refused: the cell failed on every rerun."""
+    data = {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
+    exp = [{"name": "main", "axes": {"method": ["residual"]}}]
+
+    def kill(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "_after_step", kill)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_grid(_grid(tmp_path, tiny_model_dirs["bert"], data, exp, max_steps=4, eval_every=2))
+    monkeypatch.setattr(trainer_mod, "_after_step", lambda step: None)
+    assert bench.run_grid(_grid(tmp_path, tiny_model_dirs["bert"], data, exp, max_steps=4, eval_every=2,
+                                lr=0.1)) == 0
+    rec = json.loads((tmp_path / "res" / "cells" / "main__method=residual__seed=1.json").read_text())
+    assert rec["resumed"] is False and rec["results"]["steps"] == 4
+
+
+def test_the_result_is_written_before_the_run_folder_is_removed(tiny_model_dirs, data_root, tmp_path, monkeypatch):
+    """Before: the run folder went first: a failed result write (disk full) lost the whole trained cell."""
+    data = {"data_dir": str(data_root / "superglue"), "fewglue_dir": str(data_root / "fewglue")}
+    real = bench.write_json
+
+    def full(path, obj):
+        if "cells" in str(path):
+            raise OSError(28, "No space left on device")
+        return real(path, obj)
+
+    monkeypatch.setattr(bench, "write_json", full)
+    grid = _grid(tmp_path, tiny_model_dirs["bert"], data, [{"name": "main", "axes": {"method": ["none"]}}])
+    assert bench.run_grid(grid) == 1
+    assert (tmp_path / "res" / "runs" / "main__method=none__seed=1" / "best").is_dir()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"defaults": ["lr", 0.1]}, r"grid: defaults: expected a mapping of settings"),
+    ({"report": 5}, r"report: expected a path, got 5"),
+    ({"experiments": [{"name": "e", "defaults": "lr"}]}, r"grid experiment 'e': defaults: expected a mapping"),
+    ({"defaults": {"seed": 7}}, r"grid: defaults: give seeds with 'seeds:', not as a default"),
+    ({"experiments": [{"name": "e", "defaults": {"seed": 7}}]}, r"'e': give seeds with 'seeds:', not as a default"),
+    ({"experiments": [{"name": "e", "axes": {"prompt_length": [5, 20], "num_tokens": [10]}}]},
+     r"'e': axes: 'prompt_length' and 'num_tokens' are one setting \(num_tokens\); keep one"),
+])
+def test_grid_mistakes_get_one_message(change, message):
+    """Before: tracebacks (a list of defaults, a number as a path), a seed default silently replaced by the
+    seeds, and two spellings of one axis giving cells named for values they did not train."""
+    data = {"name": "g", "defaults": {"model": "m"}, "experiments": [{"name": "e"}], **change}
+    with pytest.raises(ConfigError, match=message):
+        bench.load_grid(data)
+
+
+def test_only_that_selects_nothing_is_an_error(tmp_path):
+    """Before: a typo in --only trained nothing, rewrote the report and exited 0."""
+    grid = {"name": "g", "results_dir": str(tmp_path / "r"), "report": str(tmp_path / "R.md"),
+            "defaults": {"model": "m"}, "experiments": [{"name": "main"}]}
+    with pytest.raises(ConfigError, match=r"--only 'mian': no cell id of grid g contains it"):
+        bench.run_grid(grid, only="mian")

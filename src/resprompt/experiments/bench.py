@@ -156,7 +156,9 @@ def expand(data: dict, overrides: dict | None = None) -> tuple[list[str], list[C
     exps = data.get("experiments")
     if not isinstance(exps, list) or not exps:
         raise ConfigError("grid: 'experiments' must be a non-empty list")
-    base = {"progress": False, **canonical(data.get("defaults"))}
+    base = {"progress": False, **canonical(data.get("defaults"), "grid: defaults")}
+    if "seed" in base:
+        raise ConfigError("grid: defaults: give seeds with 'seeds:', not as a default")
     names: list[str] = []
     cells: list[Cell] = []
     seen: dict[str, str] = {}
@@ -174,8 +176,10 @@ def expand(data: dict, overrides: dict | None = None) -> tuple[list[str], list[C
         axes = exp.get("axes") or {}
         if not isinstance(axes, dict):
             raise ConfigError(f"{where}: 'axes' must map settings to lists of values")
-        if any(canonical({a: 0}).keys() & {"seed"} for a in axes):
+        if "seed" in canonical(axes, f"{where}: axes"):
             raise ConfigError(f"{where}: give seeds with 'seeds:', not as an axis")
+        if "seed" in canonical(exp.get("defaults"), f"{where}: defaults"):
+            raise ConfigError(f"{where}: give seeds with 'seeds:', not as a default")
         values = [v if isinstance(v, list) else [v] for v in axes.values()]
         if any(not v for v in values):
             raise ConfigError(f"{where}: an axis has no values")
@@ -187,8 +191,9 @@ def expand(data: dict, overrides: dict | None = None) -> tuple[list[str], list[C
         for combo in itertools.product(*values):
             point = dict(zip(axes, combo))
             for seed in seeds:
-                settings = {**base, **canonical(exp.get("defaults")), **canonical(point), "seed": seed,
-                            **canonical(overrides)}
+                settings = {**base, **canonical(exp.get("defaults"), f"{where}: defaults"),
+                            **canonical(point, f"{where}: axes"), "seed": seed,
+                            **canonical(overrides, "overrides")}
                 settings.setdefault("method", "residual")
                 cid = "__".join([name] + [f"{a}={_fmt(v)}" for a, v in point.items()] + [f"seed={seed}"])
                 if cid in seen:
@@ -212,6 +217,9 @@ def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None
         raise ConfigError(f"grid {source}: expected a mapping with a 'name'")
     data = _expand_env(data)
     name = str(data["name"])
+    for key in ("results_dir", "report", "plots_dir", "latency", "reference_scores"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ConfigError(f"grid {source}: {key}: expected a path, got {data[key]!r:.80}")
     names, cells = expand(data, overrides)
     notes = data.get("notes") or []
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
@@ -225,6 +233,9 @@ def load_grid(grid, results_dir=None, overrides: dict | None = None, report=None
         if plots_dir or not summary.get("plot"):  # an overridden plots folder takes the summary plot too
             plot = Path(plots_dir or data.get("plots_dir") or "docs/img") / plot.name
         full = summary["full_data"]
+        if not isinstance(full, (str, dict)) or any(
+                summary.get(k) is not None and not isinstance(summary[k], str) for k in ("plot", "readme")):
+            raise ConfigError(f"grid {source}: summary: full_data, plot and readme are paths, got {summary!r:.80}")
         note = summary.get("note")
         if note is not None and not isinstance(note, str):
             raise ConfigError(f"grid {source}: summary: note: expected a string, got {note!r:.80}")
@@ -301,11 +312,25 @@ def _metrics(run_dir: Path) -> list[dict]:
                                                                                        x.get("type") != "train"))
 
 
+def _same_run(run_dir: Path, cfg, prompt_cfg) -> bool:
+    """Whether the interrupted run in ``run_dir`` trains these settings (else it starts afresh)."""
+    from ..training import runfolder
+
+    cfg = dataclasses.replace(cfg, output_dir=str(run_dir), resume=True)
+    try:
+        runfolder.check_resume_settings(run_dir, runfolder.run_settings(cfg, prompt_cfg),
+                                        runfolder.setting_defaults(cfg, prompt_cfg))
+    except ConfigError as e:
+        log.warning("%s: not resumed, started afresh: %s", run_dir.name, e)
+        return False
+    return True
+
+
 def run_cell(cell: Cell, results_dir: Path) -> dict:
     """Trains one cell through the trainer; returns the record written to ``cells/<id>.json``."""
     run_dir = results_dir / "runs" / cell.id
     cfg, prompt_cfg, method = configs(cell.settings)
-    resume = (run_dir / "checkpoint").is_dir()
+    resume = (run_dir / "checkpoint").is_dir() and _same_run(run_dir, cfg, prompt_cfg)
     cfg = dataclasses.replace(cfg, output_dir=str(run_dir), resume=resume,
                               overwrite=not resume and run_dir.exists())
     scope = _reset_peak()
@@ -328,10 +353,20 @@ def run_cell(cell: Cell, results_dir: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- the grid
+def finished(cells_dir: Path, cell: Cell) -> bool:
+    """Whether ``cells/<id>.json`` holds this cell's result: written for its current settings (a grid edited
+    since, a changed default say, makes the cell stale: it runs again)."""
+    path = cells_dir / f"{cell.id}.json"
+    try:
+        return path.is_file() and json.loads(path.read_text()).get("settings_key") == cell.key
+    except (OSError, ValueError):
+        return False
+
+
 def _status(grid: Grid, cell: Cell) -> str:
     d = grid.results_dir
     if (d / "cells" / f"{cell.id}.json").is_file():
-        return "done"
+        return "done" if finished(d / "cells", cell) else "stale"
     if (d / "runs" / cell.id / "checkpoint").is_dir():
         return "resume"
     return "failed" if (d / "failed" / f"{cell.id}.json").is_file() else "todo"
@@ -350,6 +385,8 @@ def run_grid(grid_path, results_dir=None, only=None, report_only=False, dry_run=
     """Runs the grid's unfinished cells (or lists them), then writes the report; returns an exit code."""
     grid = load_grid(grid_path, results_dir, overrides, report, plots_dir)
     cells = [c for c in grid.cells if not only or only in c.id]
+    if only and not cells:
+        raise ConfigError(f"--only {only!r}: no cell id of grid {grid.name} contains it (see --dry-run)")
     if dry_run:
         status, first = {c.id: _status(grid, c) for c in cells}, {}
         for c in cells:
@@ -369,7 +406,10 @@ def run_grid(grid_path, results_dir=None, only=None, report_only=False, dry_run=
         cells_dir, failed_dir = grid.results_dir / "cells", grid.results_dir / "failed"
         cells_dir.mkdir(parents=True, exist_ok=True)
         index = _finished_index(cells_dir)
-        todo = [c for c in cells if not (cells_dir / f"{c.id}.json").is_file()]
+        todo = [c for c in cells if not finished(cells_dir, c)]
+        for c in todo:
+            if (cells_dir / f"{c.id}.json").is_file():
+                log.warning("%s: its settings changed since it ran: running it again", c.id)
         log.info("grid %s: %d cells selected, %d to run", grid.name, len(cells), len(todo))
         for i, cell in enumerate(todo, 1):
             out = cells_dir / f"{cell.id}.json"
@@ -381,9 +421,9 @@ def run_grid(grid_path, results_dir=None, only=None, report_only=False, dry_run=
                 else:
                     log.info("[%d/%d] %s", i, len(todo), cell.id)
                     record = run_cell(cell, grid.results_dir)
-                    shutil.rmtree(grid.results_dir / "runs" / cell.id, ignore_errors=True)
                     gc.collect()
-                write_json(out, record)
+                write_json(out, record)  # the result first: a failed write keeps the trained run folder
+                shutil.rmtree(grid.results_dir / "runs" / cell.id, ignore_errors=True)
                 index.setdefault(cell.key, out)
                 (failed_dir / f"{cell.id}.json").unlink(missing_ok=True)
                 best = (record["results"].get("best") or {}).get("score")

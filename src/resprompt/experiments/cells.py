@@ -48,9 +48,21 @@ LATER_FIELDS = ("eval_at_start", "target_field", "template", "chat", "messages_f
                 "max_new_tokens", "stop", "metric", "eval_proxy")
 
 
-def canonical(settings: dict) -> dict:
-    keys = {k: str(k).replace("-", "_") for k in settings or {}}
-    return {ALIASES.get(keys[k], keys[k]): v for k, v in (settings or {}).items()}
+def canonical(settings: dict, where: str = "settings") -> dict:
+    """Settings keyed by their canonical names (``prompt-length`` -> ``num_tokens``); ConfigError for a
+    value that is not a mapping, or two spellings of one setting (the last would win unseen)."""
+    if settings is None:
+        return {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {settings!r:.80}")
+    out, spelled = {}, {}
+    for key, value in settings.items():
+        name = str(key).replace("-", "_")
+        name = ALIASES.get(name, name)
+        if name in out:
+            raise ConfigError(f"{where}: {spelled[name]!r} and {key!r} are one setting ({name}); keep one")
+        out[name], spelled[name] = value, key
+    return out
 
 
 def configs(settings: dict):

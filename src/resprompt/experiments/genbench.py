@@ -67,14 +67,14 @@ def run_benchmark(copa_dir: Path, work: Path, seeds=(1, 2, 3), methods=("none", 
     settings = {"model": model, "train_examples": max_train, "val_examples": max_val, "steps": steps,
                 "batch_size": 8, "lr": 0.3, "prompt_length": 10, "template": COPA_TEMPLATE, "max_new_tokens": 24,
                 "stop": "\n", "selection": "validation target log-likelihood (--eval-proxy), evaluated every "
-                f"{steps // 2} steps", "methods": METHODS}
+                f"{max(1, steps // 2)} steps", "methods": METHODS}
     runs = []
     for seed in seeds:
         for method in methods:
             extra = dict(METHODS[method])
             lr_network = extra.pop("lr_network", None)
             cfg = TrainConfig(model=model, task="custom", train_file=str(files["train"]), eval_file=str(files["val"]),
-                              target_field="target", template=COPA_TEMPLATE, max_steps=steps, eval_every=steps // 2,
+                              target_field="target", template=COPA_TEMPLATE, max_steps=steps, eval_every=max(1, steps // 2),
                               batch_size=8, eval_batch_size=25, lr=0.3, lr_network=lr_network, seed=seed,
                               max_length=160, max_new_tokens=24, stop="\n", eval_at_start=True, eval_proxy=True,
                               progress=False, overwrite=True, output_dir=str(work / f"{method}-{seed}"))
